@@ -1,0 +1,189 @@
+"""`mlpipe`: run a notebook's pipeline from a terminal, and read the run history.
+
+Start-up stays fast: only click is imported at module level; everything else when a command
+runs. Exit codes: 0 every step succeeded or was reused, 1 a step failed or the run was
+cancelled, 2 bad input (nothing ran), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+def _fail(err: Exception, code: int = 2) -> None:
+    click.echo(f"error: {err}", err=True)
+    sys.exit(code)
+
+
+def _home(home: str | None, notebook_dir: Path | None = None):
+    from .home import Home
+
+    if home:
+        return Home(Path(home).resolve())
+    return Home.for_dir(notebook_dir or Path.cwd())
+
+
+def _store(home):
+    from .errors import NotFound
+    from .store import RunStore
+
+    if not home.db.exists():
+        raise NotFound(f"no run history at {home.root} (run a pipeline first, or pass --home)")
+    return RunStore(home.db)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mlpipe-jupyter")
+def main() -> None:
+    """Run a notebook's %%step cells as a pipeline; inspect its runs."""
+
+
+@main.command()
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Override a pipeline parameter (value parsed as a Python literal).")
+@click.option("--executor", default=None, help="docker, local or dask (default: docker when a "
+              "daemon answers, else local).")
+@click.option("--only", multiple=True, metavar="STEP", help="Run only this step (repeatable).")
+@click.option("--from", "from_step", default=None, metavar="STEP",
+              help="Run this step and everything downstream.")
+@click.option("--no-cache", is_flag=True, help="Reuse nothing.")
+@click.option("--max-parallel", type=int, default=None, metavar="N",
+              help="Steps running at once (default: CPU count).")
+@click.option("--fail-fast", is_flag=True, help="Stop every running step at the first failure.")
+@click.option("--home", default=None, help="State directory (default: .mlpipe next to the "
+              "notebook, or $MLPIPE_HOME).")
+def run(notebook, params, executor, only, from_step, no_cache, max_parallel, fail_fast, home):
+    """Run the pipeline NOTEBOOK declares."""
+    from .codeinfo import parse_assignments
+    from .config import load_config
+    from .errors import MlpipeError
+    from .notebook import read_pipeline
+    from .progress import TerminalProgress
+    from .runner import PipelineRunner, RunOptions
+
+    path = Path(notebook).resolve()
+    try:
+        config = load_config(path.parent)
+        spec = read_pipeline(path)
+        options = RunOptions(
+            params=parse_assignments(list(params)), executor=executor or config.executor,
+            only=tuple(only), from_step=from_step, no_cache=no_cache,
+            max_parallel=max_parallel or config.max_parallel, fail_fast=fail_fast)
+        runner = PipelineRunner(spec, notebook=str(path), base_dir=path.parent,
+                                options=options, home=_home(home, path.parent))
+    except MlpipeError as err:
+        _fail(err)
+    progress = TerminalProgress(runner)
+    runner.add_listener(progress)
+    progress.start()
+    try:
+        state = runner.run()
+    except KeyboardInterrupt:
+        progress.stop()
+        click.echo(f"interrupted: run {runner.run_id} cancelled, its steps stopped", err=True)
+        sys.exit(130)
+    progress.stop()
+    progress.summary(state)
+    sys.exit(0 if state == "succeeded" else 1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, newest first.")
+@click.option("-n", "--limit", default=20, show_default=True, help="How many runs.")
+@click.option("--home", default=None, help="State directory (default: ./.mlpipe).")
+def runs(as_json, limit, home):
+    """List recent runs, newest first."""
+    from .errors import MlpipeError
+
+    try:
+        store = _store(_home(home))
+    except MlpipeError as err:
+        if as_json:
+            click.echo("[]")
+            return
+        _fail(err, 1)
+    found = store.runs(limit=limit)
+    store.close()
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    from .progress import runs_table
+
+    runs_table(found)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.option("--home", default=None, help="State directory (default: ./.mlpipe).")
+def show(run_id, as_json, home):
+    """Show one run: its steps, states, reasons and errors."""
+    from .errors import MlpipeError
+
+    where = _home(home)
+    try:
+        store = _store(where)
+        found = store.run(run_id)
+        store.close()
+    except MlpipeError as err:
+        _fail(err, 1)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    from .progress import run_details
+
+    run_details(found, where.runs / found["id"])
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("step")
+@click.option("--home", default=None, help="State directory (default: ./.mlpipe).")
+def logs(run_id, step, home):
+    """Print the log of STEP in run RUN_ID."""
+    from .errors import MlpipeError, NotFound
+
+    where = _home(home)
+    try:
+        store = _store(where)
+        found = store.run(run_id)
+        store.close()
+        names = [s["name"] for s in found["steps"]]
+        if step not in names:
+            raise NotFound(f"run {found['id']} has no step `{step}` (steps: {', '.join(names)})")
+        log = where.step_dir(found["id"], step) / "log.txt"
+        if not log.exists():
+            state = next(s["state"] for s in found["steps"] if s["name"] == step)
+            raise NotFound(f"step `{step}` of run {found['id']} has no log (it was {state})")
+    except MlpipeError as err:
+        _fail(err, 1)
+    click.echo(log.read_text(encoding="utf-8"), nl=False)
+
+
+@main.command()
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("--to", "to", required=True, type=click.Path(file_okay=False),
+              help="Directory for the step notebooks and pipeline.json.")
+def export(notebook, to):
+    """Write every step notebook and pipeline.json to a directory."""
+    from .errors import MlpipeError
+    from .export import export_pipeline
+    from .notebook import read_pipeline
+
+    path = Path(notebook).resolve()
+    try:
+        spec = read_pipeline(path)
+        manifest = export_pipeline(spec, Path(to), pipeline=path.stem, base_dir=path.parent)
+    except MlpipeError as err:
+        _fail(err)
+    click.echo(f"exported {len(spec.steps)} step notebooks and {manifest.name} to "
+               f"{manifest.parent}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Read a saved `.ipynb` into a PipelineSpec, through the same builder the kernel uses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .builder import PipelineBuilder
+from .errors import MlpipeError, NotebookError, SpecError
+from .spec import PipelineSpec
+
+CELL_MAGICS = ("step", "pipeline_params", "pipeline_setup")
+
+
+def split_cell_magic(source: str) -> tuple[str, str, str] | None:
+    """`%%name line\\nbody` -> (name, line, body); None for any other cell."""
+    lines = source.splitlines()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    if not lines or not lines[0].startswith("%%"):
+        return None
+    name, _, line = lines[0][2:].partition(" ")
+    if name not in CELL_MAGICS:
+        return None
+    return name, line.strip(), "\n".join(lines[1:])
+
+
+def load_cells(path: Path) -> list[str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotebookError(f"{path}: no such notebook", file=str(path)) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise NotebookError(f"{path}: not a readable notebook ({err})", file=str(path)) from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise NotebookError(f"{path}: not a notebook (no `cells` list)", file=str(path))
+    sources = []
+    for cell in data["cells"]:
+        src = cell.get("source", "") if cell.get("cell_type") == "code" else None
+        sources.append("".join(src) if isinstance(src, list) else src)
+    return sources
+
+
+def read_pipeline(path: str | Path) -> PipelineSpec:
+    """The pipeline a notebook declares; errors name the notebook and cell."""
+    path = Path(path)
+    builder = PipelineBuilder()
+    where: dict[str, int] = {}
+    setup_cell = None
+    for number, source in enumerate(load_cells(path), start=1):
+        parsed = split_cell_magic(source) if source else None
+        if parsed is None:
+            continue
+        magic, line, body = parsed
+        try:
+            if magic == "pipeline_params":
+                builder.add_params(body)
+            elif magic == "pipeline_setup":
+                if setup_cell is not None:
+                    raise SpecError(f"a second %%pipeline_setup cell (first in cell {setup_cell});"
+                                    " merge them into one")
+                setup_cell = number
+                builder.set_setup(line, body)
+            else:
+                name = line.split()[0] if line.split() else ""
+                if name in where:
+                    raise SpecError(f"duplicate step name `{name}` (cells {where[name]} and "
+                                    f"{number})", step=name)
+                options = builder.add_step(line, body)
+                where[options.name] = number
+        except MlpipeError as err:
+            raise type(err)(f"{path.name}, cell {number}: {err}", step=err.step,
+                            option=err.option, file=str(path), cell=str(number)) from None
+    return builder.spec()

@@ -1,0 +1,153 @@
+"""What the CLI prints: live per-step progress, the summary table, run listings."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .events import RunListener
+
+ICONS = {"queued": "·", "running": "▶", "succeeded": "✔", "failed": "✘", "cached": "↺",
+         "skipped": "⤼", "cancelled": "■"}
+STYLES = {"queued": "dim", "running": "cyan", "succeeded": "green", "failed": "bold red",
+          "cached": "blue", "skipped": "yellow", "cancelled": "magenta"}
+
+
+def _fmt(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
+
+
+class TerminalProgress(RunListener):
+    """A live table on a terminal; one line per state change when output is not a terminal."""
+
+    def __init__(self, runner, console: Console | None = None) -> None:
+        self.runner = runner
+        self.console = console or Console(stderr=False, highlight=False)
+        self.live_mode = self.console.is_terminal
+        self.steps = {name: {"state": "queued", "started": None, "finished": None,
+                             "detail": "", "done": 0, "total": 0} for name in runner.order}
+        self.errors: dict[str, dict] = {}
+        self.started = time.time()
+        self._lock = threading.Lock()
+        self._live: Live | None = None
+
+    def start(self) -> None:
+        name = Path(self.runner.notebook).name
+        self.console.print(f"run [bold]{self.runner.run_id}[/] of {name}"
+                           f" ({len(self.runner.order)} steps, executor "
+                           f"{self.runner.executor_name}, up to {self.runner.max_parallel} at once)",
+                           soft_wrap=True)
+        if self.live_mode:
+            self._live = Live(self._table(), console=self.console, refresh_per_second=4,
+                              transient=True)
+            self._live.start()
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def on_step_state(self, *, step, state, at, reason=None, error=None, **_) -> None:
+        with self._lock:
+            info = self.steps.setdefault(step, {"started": None, "done": 0, "total": 0})
+            info["state"] = state
+            if state == "running" and info["started"] is None:
+                info["started"] = at
+            if state not in ("queued", "running"):
+                info["finished"] = at
+                info["started"] = info["started"] or at
+            info["detail"] = (error or {}).get("message") or reason or ""
+            if error:
+                self.errors[step] = error
+        if self._live is not None:
+            self._live.update(self._table())
+        elif state != "queued":
+            took = _fmt(at - info["started"]) if info.get("finished") else ""
+            detail = f"  {info['detail']}" if info["detail"] else ""
+            self.console.print(f"[{_fmt(at - self.started):>7}] {ICONS[state]} {step:<20} "
+                               f"[{STYLES[state]}]{state:<9}[/] {took:>7}{detail}",
+                               markup=True, soft_wrap=True)
+
+    def on_step_progress(self, *, step, done, total, **_) -> None:
+        with self._lock:
+            self.steps[step].update(done=done, total=total)
+        if self._live is not None:
+            self._live.update(self._table())
+
+    def _table(self, final: bool = False) -> Table:
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+        for col in ("", "step", "state", "time", "detail"):
+            table.add_column(col, overflow="fold" if col == "detail" else "ellipsis")
+        now = time.time()
+        with self._lock:
+            for name, info in self.steps.items():
+                state = info["state"]
+                end = info.get("finished") or now
+                took = _fmt(end - info["started"]) if info.get("started") else ""
+                detail = info["detail"]
+                if state == "running" and info["total"]:
+                    detail = f"cell {info['done']}/{info['total']}"
+                table.add_row(ICONS[state], name, f"[{STYLES[state]}]{state}[/]", took, detail)
+        return table
+
+    def summary(self, state: str) -> None:
+        self.console.print(self._table(final=True))
+        run_dir = self.runner.home.runs / self.runner.run_id
+        for step, error in self.errors.items():
+            if error.get("error") == "Cancelled":
+                continue
+            self.console.print(f"[bold red]✘ {error.get('message', step)}[/]", soft_wrap=True)
+            self.console.print(f"  log: {run_dir / step / 'log.txt'}\n"
+                               f"  executed notebook: {run_dir / step / 'output.ipynb'}",
+                               soft_wrap=True, highlight=False)
+        took = _fmt(time.time() - self.started)
+        style = "green" if state == "succeeded" else "bold red"
+        self.console.print(f"[{style}]{state}[/] in {took}: run {self.runner.run_id}, "
+                           f"results in {run_dir}", soft_wrap=True, highlight=False)
+
+
+def runs_table(runs: list[dict]) -> None:
+    console = Console(highlight=False)
+    table = Table(box=None, header_style="bold")
+    for col in ("run", "notebook", "state", "started", "steps"):
+        table.add_column(col, no_wrap=col != "steps")
+    for run in runs:
+        counts: dict[str, int] = {}
+        for step in run["steps"]:
+            counts[step["state"]] = counts.get(step["state"], 0) + 1
+        steps = ", ".join(f"{n} {s}" for s, n in counts.items())
+        table.add_row(run["id"], Path(run["notebook"] or "").name,
+                      f"[{STYLES.get(run['state'], '')}]{run['state']}[/]",
+                      (run["started"] or "")[:19].replace("T", " "), steps)
+    console.print(table if runs else "no runs yet")
+
+
+def run_details(run: dict, run_dir: Path) -> None:
+    console = Console(highlight=False)
+    console.print(f"run [bold]{run['id']}[/] of {run['notebook']}: "
+                  f"[{STYLES.get(run['state'], '')}]{run['state']}[/]"
+                  + (f" ({run['reason']})" if run.get("reason") else ""), soft_wrap=True)
+    console.print(f"started {run['started']}, finished {run['finished']}, "
+                  f"params {run['params']}", soft_wrap=True)
+    table = Table(box=None, header_style="bold")
+    for col in ("", "step", "state", "time", "attempt", "reason"):
+        table.add_column(col, overflow="fold")
+    for step in run["steps"]:
+        table.add_row(ICONS.get(step["state"], "?"), step["name"],
+                      f"[{STYLES.get(step['state'], '')}]{step['state']}[/]",
+                      _fmt(step.get("duration")), str(step.get("attempt") or ""),
+                      (step.get("error") or {}).get("message") or step.get("reason") or "")
+    console.print(table)
+    console.print(f"step notebooks and logs: {run_dir}", soft_wrap=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the `mlpipe` command")

@@ -1,0 +1,136 @@
+"""The one parser of `%%step` and `%%pipeline_setup` options, shared by the magics and the
+notebook reader, so that a notebook means the same thing in a kernel and on disk."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+
+from IPython.core import magic_arguments as ma
+from IPython.core.error import UsageError as IPythonUsageError
+
+from .errors import UsageError
+from .spec import is_variable
+
+STEP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    name: str
+    inputs: tuple[str, ...] | None  # None: infer from the code
+    outputs: tuple[str, ...]
+    after: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    retries: int
+    timeout: float | None
+    no_cache: bool
+    no_run: bool
+
+
+@dataclass(frozen=True)
+class SetupOptions:
+    requirements: str | None
+    pip: tuple[str, ...]
+
+
+@ma.magic_arguments()
+@ma.argument("name", help="step name: [A-Za-z_][A-Za-z0-9_-]*, unique in the notebook")
+@ma.argument("--inputs", nargs="+", metavar="X", help="artifacts this step reads "
+             "(identifiers are variables, anything else a relative file path); "
+             "inferred from the code when omitted")
+@ma.argument("--outputs", nargs="+", default=[], metavar="X", help="artifacts this step writes")
+@ma.argument("--after", nargs="+", default=[], metavar="STEP", help="run after these steps")
+@ma.argument("--env", nargs="+", default=[], metavar="KEY=VALUE",
+             help="environment variables for the step")
+@ma.argument("--retries", type=int, default=0, metavar="N", help="retry a failed step N times")
+@ma.argument("--timeout", type=float, default=None, metavar="SECONDS",
+             help="fail the step after this many seconds")
+@ma.argument("--no-cache", action="store_true", help="never reuse an earlier result")
+@ma.argument("--no-run", action="store_true", help="register the step without running the cell")
+def step(line: str, cell: str = "") -> None:
+    """Declare a pipeline step: `%%step NAME [--inputs X ...] [--outputs X ...] [options]`."""
+
+
+@ma.magic_arguments()
+@ma.argument("--requirements", default=None, metavar="FILE",
+             help="a requirements file the step image must install")
+@ma.argument("--pip", nargs="+", default=[], metavar="PKG",
+             help="packages the step image must install")
+def pipeline_setup(line: str, cell: str = "") -> None:
+    """Code prepended to every step: `%%pipeline_setup [--requirements FILE] [--pip PKG ...]`."""
+
+
+def _parse(func, magic: str, line: str):
+    try:
+        return ma.parse_argstring(func, line)
+    except IPythonUsageError as err:
+        raise UsageError(f"{magic} {line.strip()}: {err}", option=magic) from None
+    except ValueError as err:  # unbalanced quotes from the shell-like splitter
+        raise UsageError(f"{magic} {line.strip()}: {err}", option=magic) from None
+
+
+def check_artifact(item: str, *, option: str, step: str | None = None) -> str:
+    """A variable name, or a relative path that stays inside the step's working directory."""
+    where = f"step `{step}` {option}" if step else option
+    if is_variable(item):
+        return item
+    if not item or item.strip() != item or "\x00" in item or "\\" in item:
+        raise UsageError(f"{where}: `{item}` is not a valid artifact name", step=step,
+                         option=option)
+    if item.startswith("/") or re.match(r"[A-Za-z]:", item):
+        raise UsageError(f"{where}: `{item}` is an absolute path; artifacts are paths relative "
+                         "to the step's working directory", step=step, option=option)
+    norm = posixpath.normpath(item)
+    if norm == "." or norm == ".." or norm.startswith("../") or ".." in item.split("/"):
+        raise UsageError(f"{where}: `{item}` escapes the step's working directory", step=step,
+                         option=option)
+    if norm.split("/")[0] == ".mlpipe":
+        raise UsageError(f"{where}: `{item}` is inside .mlpipe/, which mlpipe owns", step=step,
+                         option=option)
+    return item
+
+
+def parse_step_line(line: str) -> StepOptions:
+    args = _parse(step, "%%step", line)
+    name = args.name
+    if not STEP_NAME.match(name):
+        raise UsageError(f"%%step: invalid step name `{name}`: use letters, digits, `_` and `-`, "
+                         "not starting with a digit or `-`", step=name, option="NAME")
+    inputs = None if args.inputs is None else tuple(
+        check_artifact(i, option="--inputs", step=name) for i in args.inputs)
+    outputs = tuple(check_artifact(o, option="--outputs", step=name) for o in args.outputs)
+    for opt, items in (("--inputs", inputs or ()), ("--outputs", outputs)):
+        dup = {i for i in items if items.count(i) > 1}
+        if dup:
+            raise UsageError(f"step `{name}` {opt}: `{sorted(dup)[0]}` is listed twice",
+                             step=name, option=opt)
+    for after in args.after:
+        if not STEP_NAME.match(after):
+            raise UsageError(f"step `{name}` --after: `{after}` is not a step name", step=name,
+                             option="--after")
+    env = []
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not ENV_KEY.match(key):
+            raise UsageError(f"step `{name}` --env: `{item}` is not KEY=VALUE", step=name,
+                             option="--env")
+        env.append((key, value))
+    if args.retries < 0:
+        raise UsageError(f"step `{name}` --retries: must be 0 or more, got {args.retries}",
+                         step=name, option="--retries")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError(f"step `{name}` --timeout: must be a positive number of seconds, got "
+                         f"{args.timeout}", step=name, option="--timeout")
+    return StepOptions(
+        name=name, inputs=inputs, outputs=outputs, after=tuple(args.after),
+        env=tuple(sorted(dict(env).items())), retries=args.retries, timeout=args.timeout,
+        no_cache=args.no_cache, no_run=args.no_run,
+    )
+
+
+def parse_setup_line(line: str) -> SetupOptions:
+    args = _parse(pipeline_setup, "%%pipeline_setup", line)
+    return SetupOptions(requirements=args.requirements, pip=tuple(args.pip))

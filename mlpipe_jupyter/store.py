@@ -1,0 +1,199 @@
+"""Run history in SQLite (WAL): runs and their steps, with states, timings, errors and the
+cache keys that let a later run reuse a step. Also a RunListener, so a run records itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import NotFound
+from .events import FINAL, RunListener
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  id TEXT PRIMARY KEY, notebook TEXT, pipeline TEXT, state TEXT NOT NULL, reason TEXT,
+  started REAL, finished REAL, params TEXT, executor TEXT, host TEXT, pid INTEGER,
+  pid_start TEXT
+);
+CREATE TABLE IF NOT EXISTS steps (
+  run_id TEXT NOT NULL REFERENCES runs(id), name TEXT NOT NULL, position INTEGER,
+  state TEXT NOT NULL, reason TEXT, started REAL, finished REAL, error TEXT, attempt INTEGER,
+  cache_key TEXT, key_parts TEXT, reused_from TEXT, outputs TEXT,
+  PRIMARY KEY (run_id, name)
+);
+CREATE INDEX IF NOT EXISTS steps_by_key ON steps(name, cache_key, state);
+CREATE INDEX IF NOT EXISTS runs_by_start ON runs(started);
+"""
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of a process: with the pid, it tells a process from its reuse."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int | None, start: str | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return start is None or process_start(pid) == start
+
+
+class RunStore(RunListener):
+    def __init__(self, path: Path, *, recover: bool = True) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
+                                   isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        if recover:
+            self.recover_interrupted()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, args: tuple = ()) -> None:
+        with self._lock:
+            self._db.execute(sql, args)
+
+    def recover_interrupted(self) -> list[str]:
+        """Runs left `running` by a runner that died are failed with reason `interrupted`."""
+        host = socket.gethostname()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, host, pid, pid_start FROM runs WHERE state IN ('queued','running')"
+            ).fetchall()
+            dead = [r["id"] for r in rows
+                    if r["host"] == host and not _alive(r["pid"], r["pid_start"])]
+            now = time.time()
+            for run_id in dead:
+                self._db.execute("BEGIN")
+                self._db.execute(
+                    "UPDATE steps SET state='failed', reason='interrupted', finished=? "
+                    "WHERE run_id=? AND state='running'", (now, run_id))
+                self._db.execute(
+                    "UPDATE steps SET state='skipped', reason='run interrupted' "
+                    "WHERE run_id=? AND state='queued'", (run_id,))
+                self._db.execute(
+                    "UPDATE runs SET state='failed', reason='interrupted', finished=? "
+                    "WHERE id=?", (now, run_id))
+                self._db.execute("COMMIT")
+        return dead
+
+    # -- RunListener -------------------------------------------------------------------------
+    def on_run_started(self, *, run_id, notebook, params, steps, executor, started, **_) -> None:
+        pid = os.getpid()
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO runs (id, notebook, pipeline, state, started, params, executor, "
+                "host, pid, pid_start) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (run_id, notebook, Path(notebook).stem, "running", started,
+                 json.dumps(params), executor, socket.gethostname(), pid, process_start(pid)))
+            self._db.executemany(
+                "INSERT INTO steps (run_id, name, position, state) VALUES (?,?,?,'queued')",
+                [(run_id, name, i) for i, name in enumerate(steps)])
+            self._db.execute("COMMIT")
+
+    def on_step_state(self, *, run_id, step, state, at, reason=None, error=None, attempt=1,
+                      cache_key=None, reused_from=None, outputs=None, key_parts=None,
+                      **_) -> None:
+        sets = ["state=?", "reason=?", "attempt=?"]
+        args: list[Any] = [state, reason, attempt]
+        if state == "running":
+            sets += ["started=COALESCE(started, ?)"]
+            args.append(at)
+        if state in FINAL:
+            sets += ["finished=?", "started=COALESCE(started, ?)"]
+            args += [at, at]
+        for col, value in (("error", error), ("cache_key", cache_key), ("key_parts", key_parts),
+                           ("reused_from", reused_from), ("outputs", outputs)):
+            if value is not None:
+                sets.append(f"{col}=?")
+                args.append(value if isinstance(value, str) else json.dumps(value))
+        self._write(f"UPDATE steps SET {', '.join(sets)} WHERE run_id=? AND name=?",
+                    (*args, run_id, step))
+
+    def on_run_finished(self, *, run_id, state, at, reason=None, **_) -> None:
+        self._write("UPDATE runs SET state=?, finished=?, reason=? WHERE id=?",
+                    (state, at, reason, run_id))
+
+    # -- queries -----------------------------------------------------------------------------
+    def find_reusable(self, step: str, cache_key: str) -> sqlite3.Row | None:
+        with self._lock:
+            return self._db.execute(
+                "SELECT run_id, reused_from, outputs FROM steps WHERE name=? AND cache_key=? "
+                "AND state IN ('succeeded','cached') ORDER BY finished DESC LIMIT 1",
+                (step, cache_key)).fetchone()
+
+    def last_key_parts(self, notebook: str, step: str) -> dict | None:
+        """The key parts of this step's newest run that got as far as computing them."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT s.key_parts FROM steps s JOIN runs r ON r.id = s.run_id WHERE "
+                "r.notebook=? AND s.name=? AND s.key_parts IS NOT NULL "
+                "AND s.state IN ('succeeded','cached') ORDER BY s.finished DESC LIMIT 1",
+                (notebook, step)).fetchone()
+        return json.loads(row["key_parts"]) if row else None
+
+    def runs(self, limit: int = 20, notebook: str | None = None) -> list[dict]:
+        with self._lock:
+            sql = "SELECT * FROM runs" + (" WHERE notebook=?" if notebook else "")
+            rows = self._db.execute(sql + " ORDER BY started DESC, id DESC LIMIT ?",
+                                    (notebook, limit) if notebook else (limit,)).fetchall()
+            return [self._run_dict(r) for r in rows]
+
+    def run(self, run_id: str) -> dict:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                row = self._db.execute("SELECT * FROM runs WHERE id LIKE ? ORDER BY started "
+                                       "DESC LIMIT 2", (run_id + "%",)).fetchall()
+                if len(row) != 1:
+                    raise NotFound(f"no run `{run_id}` in {self.path}", cause="run")
+                row = row[0]
+            return self._run_dict(row)
+
+    def _run_dict(self, row: sqlite3.Row) -> dict:
+        steps = self._db.execute("SELECT * FROM steps WHERE run_id=? ORDER BY position",
+                                 (row["id"],)).fetchall()
+        return {
+            "id": row["id"], "notebook": row["notebook"], "state": row["state"],
+            "reason": row["reason"], "started": _iso(row["started"]),
+            "finished": _iso(row["finished"]), "params": json.loads(row["params"] or "{}"),
+            "executor": row["executor"],
+            "steps": [{
+                "name": s["name"], "state": s["state"], "reason": s["reason"],
+                "started": _iso(s["started"]), "finished": _iso(s["finished"]),
+                "error": json.loads(s["error"]) if s["error"] else None,
+                "attempt": s["attempt"], "reused_from": s["reused_from"],
+                "outputs": json.loads(s["outputs"]) if s["outputs"] else {},
+                "duration": (s["finished"] - s["started"]
+                             if s["finished"] is not None and s["started"] is not None else None),
+            } for s in steps],
+        }
