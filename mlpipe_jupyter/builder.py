@@ -80,7 +80,8 @@ class PipelineBuilder:
             steps.append(StepSpec(
                 name=name, code=code, inputs=inputs, outputs=opts.outputs, after=opts.after,
                 inputs_inferred=opts.inputs is None, env=opts.env, retries=opts.retries,
-                timeout=opts.timeout, no_cache=opts.no_cache,
+                timeout=opts.timeout, no_cache=opts.no_cache, image=opts.image, cpus=opts.cpus,
+                memory=opts.memory, gpus=opts.gpus, network=opts.network,
             ))
         return PipelineSpec(
             steps=tuple(steps), params=tuple(self.params.items()), setup=self.setup,

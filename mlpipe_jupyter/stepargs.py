@@ -13,6 +13,8 @@ from IPython.core.error import UsageError as IPythonUsageError
 from .errors import UsageError
 from .spec import is_variable
 
+NETWORKS = ("none", "bridge")
+MEMORY = re.compile(r"(\d+(?:\.\d+)?)([bkmg]?)\Z", re.I)
 STEP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -28,6 +30,11 @@ class StepOptions:
     timeout: float | None
     no_cache: bool
     no_run: bool
+    image: str | None = None
+    cpus: float | None = None
+    memory: str | None = None
+    gpus: int | None = None
+    network: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,13 @@ class SetupOptions:
              help="fail the step after this many seconds")
 @ma.argument("--no-cache", action="store_true", help="never reuse an earlier result")
 @ma.argument("--no-run", action="store_true", help="register the step without running the cell")
+@ma.argument("--image", default=None, metavar="IMAGE",
+             help="run this step in IMAGE instead of the pipeline's runtime image")
+@ma.argument("--cpus", type=float, default=None, metavar="N", help="CPU limit (docker)")
+@ma.argument("--memory", default=None, metavar="SIZE", help="memory limit such as 512m or 2g")
+@ma.argument("--gpus", type=int, default=None, metavar="N", help="GPUs to request (docker)")
+@ma.argument("--network", default=None, choices=NETWORKS,
+             help="container network: none or bridge")
 def step(line: str, cell: str = "") -> None:
     """Declare a pipeline step: `%%step NAME [--inputs X ...] [--outputs X ...] [options]`."""
 
@@ -124,11 +138,34 @@ def parse_step_line(line: str) -> StepOptions:
     if args.timeout is not None and not args.timeout > 0:
         raise UsageError(f"step `{name}` --timeout: must be a positive number of seconds, got "
                          f"{args.timeout}", step=name, option="--timeout")
+    if args.cpus is not None and not args.cpus > 0:
+        raise UsageError(f"step `{name}` --cpus: must be a positive number, got {args.cpus:g}",
+                         step=name, option="--cpus")
+    if args.memory is not None:
+        parse_memory(args.memory, step=name)
+    if args.gpus is not None and args.gpus < 1:
+        raise UsageError(f"step `{name}` --gpus: must be 1 or more, got {args.gpus}",
+                         step=name, option="--gpus")
+    if args.image is not None and (not args.image.strip() or " " in args.image):
+        raise UsageError(f"step `{name}` --image: `{args.image}` is not an image name",
+                         step=name, option="--image")
     return StepOptions(
         name=name, inputs=inputs, outputs=outputs, after=tuple(args.after),
         env=tuple(sorted(dict(env).items())), retries=args.retries, timeout=args.timeout,
-        no_cache=args.no_cache, no_run=args.no_run,
+        no_cache=args.no_cache, no_run=args.no_run, image=args.image, cpus=args.cpus,
+        memory=args.memory, gpus=args.gpus, network=args.network,
     )
+
+
+def parse_memory(text: str, *, step: str | None = None) -> int:
+    """`512m`, `1g`, `1.5g`, `1048576` -> bytes."""
+    match = MEMORY.match(text.strip())
+    if not match or float(match.group(1)) <= 0:
+        where = f"step `{step}` --memory" if step else "--memory"
+        raise UsageError(f"{where}: `{text}` is not a size such as 512m or 2g", step=step,
+                         option="--memory")
+    unit = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
+    return int(float(match.group(1)) * unit)
 
 
 def parse_setup_line(line: str) -> SetupOptions:
