@@ -14,7 +14,8 @@ from typing import Any
 
 from .errors import UsageError
 
-_BUILTINS = frozenset(dir(builtins))
+# get_ipython is what IPython syntax (`!cmd`, `%magic`) turns into; every kernel has it
+_BUILTINS = frozenset(dir(builtins)) | {"get_ipython"}
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 _COMPS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 

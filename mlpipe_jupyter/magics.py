@@ -139,6 +139,7 @@ class PipelineMagics(Magics):
         return str(Path(name).resolve()) if name else str(Path.cwd() / "<kernel>")
 
     def _run(self, rest: str):
+        from .config import load_config
         from .handle import PipelineRun
         from .runner import PipelineRunner, RunOptions
 
@@ -146,10 +147,11 @@ class PipelineMagics(Magics):
             args = ma.parse_argstring(_run_args, rest)
         except (IPythonUsageError, ValueError) as err:
             raise MlpipeError(f"%pipeline run: {err}") from None
+        config = load_config(Path.cwd())
         options = RunOptions(
-            params=parse_assignments(args.param), executor=args.executor,
+            params=parse_assignments(args.param), executor=args.executor or config.executor,
             only=tuple(args.only), from_step=args.from_step, no_cache=args.no_cache,
-            max_parallel=args.max_parallel, fail_fast=args.fail_fast)
+            max_parallel=args.max_parallel or config.max_parallel, fail_fast=args.fail_fast)
         runner = PipelineRunner(self.spec(), notebook=self._notebook_label(),
                                 base_dir=Path.cwd(), options=options)
         run = PipelineRun(runner)

@@ -99,7 +99,6 @@ class PipelineRunner:
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self.state: str = QUEUED
-        self.environment: str | None = None
 
     def _ancestors(self, name: str) -> set[str]:
         import networkx as nx
@@ -136,7 +135,6 @@ class PipelineRunner:
         try:
             self.executor.start_run(spec=self.spec, base_dir=self.base_dir, run_id=self.run_id,
                                     log=lambda line: self._run_log(line))
-            self.environment = self.executor.environment()
             self._publish_sources()
             self._schedule()
         except MlpipeError as err:
@@ -240,7 +238,7 @@ class PipelineRunner:
                         progressed = True
                         step = self.graph.nodes[name]["spec"]
                         parts = key_parts(self.spec, step, self.params, self._input_digests(step),
-                                          self.environment or "", __version__)
+                                          self.executor.environment(step), __version__)
                         key = cache_key(parts)
                         if name not in self.selected:
                             if not self._try_reuse(step, parts, key):

@@ -39,7 +39,9 @@ class ParquetFrame(Serializer):
     name, filename = "parquet", "value.parquet"
 
     def accepts(self, value: Any) -> bool:
-        return _type_is(value, "pandas", "DataFrame")
+        # Parquet keeps only string column names; anything else would come back changed
+        return _type_is(value, "pandas", "DataFrame") and all(
+            isinstance(c, str) for c in value.columns)
 
     def dump(self, value: Any, path: Path) -> None:
         value.to_parquet(path)

@@ -56,8 +56,9 @@ class Executor(ABC):
         """None when usable here, else a one-line reason."""
         return None
 
-    def environment(self) -> str:
-        """What else a step's result depends on: here, the local Python environment."""
+    def environment(self, step: StepSpec) -> str:
+        """What else a step's result depends on besides its code and inputs: the local Python
+        environment here, the image digest for containers. Part of the step's cache key."""
         from ..fingerprint import local_environment
 
         return local_environment()

@@ -1,0 +1,81 @@
+"""The magics on a real IPython shell, through run_cell_magic and run_cell."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from IPython.core.error import UsageError as IPythonUsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from mlpipe_jupyter.notebook import read_pipeline, split_cell_magic
+from tests.conftest import NOTEBOOKS
+
+
+@pytest.fixture
+def shell(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "mlpipe_jupyter")
+    sh.user_ns["_mlpipe"].builder.clear()
+    yield sh
+    sh.run_line_magic("unload_ext", "mlpipe_jupyter")
+    sh.user_ns.clear()
+
+
+def test_step_runs_in_the_kernel_and_registers(shell):
+    shell.run_cell_magic("pipeline_params", "", "factor = 3")
+    out = shell.run_cell_magic("step", "make --outputs x", "x = [factor] * 2\nlen(x)")
+    assert out == 2  # the last expression is the cell's result, as in a normal cell
+    assert shell.user_ns["x"] == [3, 3]
+    shell.run_cell_magic("step", "use", "y = sum(x)")
+    spec = shell.user_ns["_mlpipe"].spec()
+    assert spec.step_names == ("make", "use")
+    assert spec.step("use").inputs == ("x",)
+    assert spec.param_defaults == {"factor": 3}
+    assert shell.user_ns["y"] == 6
+
+
+def test_no_run_only_registers(shell):
+    shell.run_cell_magic("step", "lazy --no-run --outputs z", "z = 1 / 0")
+    assert "z" not in shell.user_ns
+    assert shell.user_ns["_mlpipe"].spec().step_names == ("lazy",)
+
+
+def test_bad_arguments_register_nothing(shell):
+    with pytest.raises(IPythonUsageError, match="step `bad` --outputs: `/abs` is an absolute"):
+        shell.run_cell_magic("step", "bad --outputs /abs", "x = 1")
+    with pytest.raises(IPythonUsageError, match="unrecognized arguments: --nope"):
+        shell.run_cell_magic("step", "bad --nope", "x = 1")
+    assert shell.user_ns["_mlpipe"].spec().steps == ()
+
+
+def test_step_errors_propagate_like_a_normal_cell(shell):
+    result = shell.run_cell("%%step boom\nraise ValueError('in step')")
+    assert isinstance(result.error_in_exec, ValueError)
+    assert shell.user_ns["_mlpipe"].spec().step_names == ("boom",)
+
+
+def test_pipeline_show_and_bad_subcommand(shell):
+    shell.run_cell_magic("step", "a --outputs x --no-run", "x = 1")
+    shell.run_cell_magic("step", "b --no-run", "print(x)")
+    assert "a" in str(shell.run_line_magic("pipeline", "show"))
+    with pytest.raises(IPythonUsageError, match="unknown subcommand `fly`"):
+        shell.run_line_magic("pipeline", "fly")
+
+
+@pytest.mark.parametrize("notebook", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_kernel_registry_equals_notebook_reader(shell, notebook):
+    """Every example notebook gives the same PipelineSpec from its cells run in a shell and
+    from its saved file."""
+    data = json.loads(notebook.read_text())
+    for cell in data["cells"]:
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        if cell["cell_type"] != "code" or split_cell_magic(source) is None:
+            continue
+        magic, line, body = split_cell_magic(source)
+        shell.run_cell_magic(magic, line + (" --no-run" if magic == "step" else ""), body)
+    from_kernel = shell.user_ns["_mlpipe"].spec()
+    from_file = read_pipeline(notebook)
+    assert from_kernel.to_json(sort_keys=True) == from_file.to_json(sort_keys=True)
+    assert len(from_file.steps) >= 4
