@@ -38,9 +38,10 @@ def tree_digest(root: Path) -> str:
 
 
 class ArtifactStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, run_id: str = "any") -> None:
         self.root = Path(root)
-        self._staging = self.root / ".staging"
+        # staged per run, so that what a crashed run left half-written can be removed by id
+        self._staging = self.root / ".staging" / run_id
 
     def path(self, digest: str) -> Path:
         if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
@@ -126,5 +127,5 @@ class ArtifactStore:
             dest.chmod(0o644)
 
     def clean_staging(self) -> None:
-        """Drop half-published artifacts left by a crashed run."""
+        """Drop what this store's run staged and never published (a crashed run)."""
         shutil.rmtree(self._staging, ignore_errors=True)

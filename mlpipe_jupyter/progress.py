@@ -43,7 +43,8 @@ class TerminalProgress(RunListener):
         name = Path(self.runner.notebook).name
         self.console.print(f"run [bold]{self.runner.run_id}[/] of {name}"
                            f" ({len(self.runner.order)} steps, executor "
-                           f"{self.runner.executor_name}, up to {self.runner.max_parallel} at once)",
+                           f"{self.runner.executor_name}, "
+                           f"up to {self.runner.max_parallel} at once)",
                            soft_wrap=True)
         if self.live_mode:
             self._live = Live(self._table(), console=self.console, refresh_per_second=4,
@@ -108,6 +109,9 @@ class TerminalProgress(RunListener):
             self.console.print(f"  log: {run_dir / step / 'log.txt'}\n"
                                f"  executed notebook: {run_dir / step / 'output.ipynb'}",
                                soft_wrap=True, highlight=False)
+        reason = getattr(self.runner, "reason", None)
+        if reason and not self.errors:
+            self.console.print(f"[bold red]{reason}[/]", soft_wrap=True)
         took = _fmt(time.time() - self.started)
         style = "green" if state == "succeeded" else "bold red"
         self.console.print(f"[{style}]{state}[/] in {took}: run {self.runner.run_id}, "

@@ -85,7 +85,7 @@ class PipelineRunner:
         self.max_parallel = max(1, self.options.max_parallel or os.cpu_count() or 1)
         self.run_id = new_run_id()
         self.store = RunStore(self.home.db)
-        self.artifacts = ArtifactStore(self.home.artifacts)
+        self.artifacts = ArtifactStore(self.home.artifacts, run_id=self.run_id)
         self.events = Broadcaster([self.store, *listeners])
         order = topo_order(self.graph)
         needed = set(self.selected)
@@ -99,6 +99,7 @@ class PipelineRunner:
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self.state: str = QUEUED
+        self.reason: str | None = None
 
     def _ancestors(self, name: str) -> set[str]:
         import networkx as nx
@@ -165,7 +166,8 @@ class PipelineRunner:
         return final
 
     def _finish(self, state: str, reason: str | None) -> None:
-        self.state = state
+        self.state, self.reason = state, reason
+        self.artifacts.clean_staging()
         self.events.on_run_finished(run_id=self.run_id, state=state, at=time.time(),
                                     reason=reason)
         self.store.close()
@@ -216,7 +218,8 @@ class PipelineRunner:
     def _schedule(self) -> None:
         pending = list(self.order)
         running: dict[Future, str] = {}
-        with ThreadPoolExecutor(self.max_parallel, thread_name_prefix="mlpipe-step") as pool:
+        pool = ThreadPoolExecutor(self.max_parallel, thread_name_prefix="mlpipe-step")
+        try:
             while pending or running:
                 progressed = True
                 while progressed and not self.cancelled:
@@ -268,6 +271,11 @@ class PipelineRunner:
                     future.result()  # _execute records its own outcome; this re-raises bugs
                     if self.states[name] == FAILED and self.options.fail_fast:
                         self._stop_for_fail_fast(name, pending)
+        except BaseException:
+            self.cancel()  # stop kernels and containers first, or shutdown() waits for them
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
     def _stop_for_fail_fast(self, failed: str, pending: list[str]) -> None:
         for name in pending:

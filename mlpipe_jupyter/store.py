@@ -103,6 +103,10 @@ class RunStore(RunListener):
                     "UPDATE runs SET state='failed', reason='interrupted', finished=? "
                     "WHERE id=?", (now, run_id))
                 self._db.execute("COMMIT")
+        for run_id in dead:
+            from .artifacts import ArtifactStore
+
+            ArtifactStore(self.path.parent / "artifacts", run_id=run_id).clean_staging()
         return dead
 
     # -- RunListener -------------------------------------------------------------------------
