@@ -71,9 +71,11 @@ def test_any_line_gives_options_or_usage_error(line):
                 max_size=10))
 def test_option_soup_never_tracebacks(tokens):
     try:
-        parse_step_line(" ".join(tokens))
-    except UsageError:
-        pass
+        result = parse_step_line(" ".join(tokens))
+    except UsageError as err:
+        assert "\n" not in str(err)
+    else:
+        assert result.name in tokens
 
 
 def test_memory_sizes():
