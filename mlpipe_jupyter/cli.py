@@ -8,7 +8,9 @@ cancelled, 2 bad input (nothing ran), 130 interrupted.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -55,9 +57,13 @@ def main() -> None:
 @click.option("--max-parallel", type=int, default=None, metavar="N",
               help="Steps running at once (default: CPU count).")
 @click.option("--fail-fast", is_flag=True, help="Stop every running step at the first failure.")
+@click.option("--network", type=click.Choice(["none", "bridge"]), default=None,
+              help="docker: the steps' network unless a step sets its own (default: bridge, or "
+              "network in [tool.mlpipe]).")
 @click.option("--home", default=None, help="State directory (default: .mlpipe next to the "
               "notebook, or $MLPIPE_HOME).")
-def run(notebook, params, executor, only, from_step, no_cache, max_parallel, fail_fast, home):
+def run(notebook, params, executor, only, from_step, no_cache, max_parallel, fail_fast, network,
+        home):
     """Run the pipeline NOTEBOOK declares."""
     from .codeinfo import parse_assignments
     from .config import load_config
@@ -73,14 +79,26 @@ def run(notebook, params, executor, only, from_step, no_cache, max_parallel, fai
         options = RunOptions(
             params=parse_assignments(list(params)), executor=executor or config.executor,
             only=tuple(only), from_step=from_step, no_cache=no_cache,
-            max_parallel=max_parallel or config.max_parallel, fail_fast=fail_fast)
+            max_parallel=max_parallel or config.max_parallel, fail_fast=fail_fast,
+            executor_options={"network": network} if network else {})
         runner = PipelineRunner(spec, notebook=str(path), base_dir=path.parent,
                                 options=options, home=_home(home, path.parent))
     except MlpipeError as err:
         _fail(err)
+    if options.executor is None and runner.executor_name == "local":
+        from .executors import executors
+
+        # said once: steps run without containers because no daemon answers
+        why = executors.get("docker").available() if "docker" in executors.names() else None
+        if why:
+            click.echo(f"note: {why.split(': start it')[0]}; steps run locally, without "
+                       "containers", err=True)
     progress = TerminalProgress(runner)
     runner.add_listener(progress)
+    runner.add_listener(_run_log_echo(progress.console))
     progress.start()
+    # `kill PID` stops the run like Ctrl-C does: steps stopped, containers removed
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         state = runner.run()
     except KeyboardInterrupt:
@@ -90,6 +108,24 @@ def run(notebook, params, executor, only, from_step, no_cache, max_parallel, fai
     progress.stop()
     progress.summary(state)
     sys.exit(0 if state == "succeeded" else 1)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_log_echo(console):
+    """A listener printing the run's own log lines (not a step's): a runtime image being built,
+    say, which would otherwise look like a hang before the first step starts."""
+    from .events import RunListener
+
+    class RunLogEcho(RunListener):
+        def on_step_log(self, *, step, line, **_) -> None:
+            if not step:
+                console.print(f"  {line}", style="dim", markup=False, highlight=False,
+                              soft_wrap=True)
+
+    return RunLogEcho()
 
 
 @main.command()
@@ -183,6 +219,86 @@ def export(notebook, to):
         _fail(err)
     click.echo(f"exported {len(spec.steps)} step notebooks and {manifest.name} to "
                f"{manifest.parent}")
+
+
+@main.group()
+def image() -> None:
+    """Runtime images of the docker executor."""
+
+
+@image.command("build")
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("--base-image", default=None, metavar="IMAGE",
+              help="Build FROM this image (default: base-image in [tool.mlpipe], "
+              "$MLPIPE_BASE_IMAGE, or python:3.11-slim).")
+@click.option("-q", "--quiet", is_flag=True, help="Only the Dockerfile steps, not their output.")
+def image_build(notebook, base_image, quiet):
+    """Build (or find) the image every step of NOTEBOOK runs in, ahead of a run."""
+    from .config import load_config
+    from .errors import MlpipeError
+    from .executors.docker import connect
+    from .images import describe, pipeline_images
+    from .notebook import read_pipeline
+
+    path = Path(notebook).resolve()
+    started = time.monotonic()
+    try:
+        spec = read_pipeline(path)
+        base = base_image or load_config(path.parent).base_image
+        client = connect()
+        built = pipeline_images(client, spec, path.parent, base=base, verbose=not quiet,
+                                log=lambda line: click.echo(line))
+    except MlpipeError as err:
+        _fail(err, 1)
+    for name, image_id in built.items():
+        users = [s.name for s in spec.steps if s.image == name]
+        what = "runtime image" if name is None else f"image for --image {name} ({', '.join(users)})"
+        click.echo(f"{what}: {describe(client, image_id)}")
+    click.echo(f"ready in {time.monotonic() - started:.1f} s")
+
+
+@main.command()
+@click.option("--all", "everything", is_flag=True,
+              help="Remove every mlpipe container, even those of runs still going.")
+@click.option("--images", is_flag=True, help="Also remove runtime images built from other "
+              "versions of mlpipe's files, which it never uses again.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option("--home", default=None, help="State directory whose interrupted runs to mark "
+              "failed (default: ./.mlpipe).")
+def gc(everything, images, dry_run, home):
+    """Remove containers left behind by runs whose runner died (killed, crashed).
+
+    A container is left behind when the `mlpipe run` (or kernel) that started it is no longer
+    alive on this host, as its `mlpipe.owner` label tells; containers of live runs are left to
+    their runner. Runs of the store still marked running by a dead runner are marked failed.
+    """
+    from .errors import MlpipeError
+    from .executors.containers import collect_garbage
+    from .executors.docker import connect
+
+    where = _home(home)
+    if where.db.exists():
+        from .store import RunStore
+
+        RunStore(where.db).close()  # opening it marks runs of dead runners failed
+    try:
+        client = connect()
+        removed = collect_garbage(client, everything=everything, dry_run=dry_run)
+        stale = []
+        if images:
+            from .images import remove_stale_images
+
+            stale = remove_stale_images(client, dry_run=dry_run)
+    except MlpipeError as err:
+        _fail(err, 1)
+    verb = "would remove" if dry_run else "removed"
+    for entry in removed:
+        click.echo(f"{verb} {entry['name']} (run {entry['run']}, step {entry['step']}, "
+                   f"{entry['status']}: {entry['why']})")
+    for name in stale:
+        click.echo(f"{verb} image {name} (built from other mlpipe files)")
+    click.echo(f"{verb} {len(removed)} container{'s' if len(removed) != 1 else ''}"
+               + (f" and {len(stale)} image{'s' if len(stale) != 1 else ''}" if images else ""))
 
 
 if __name__ == "__main__":

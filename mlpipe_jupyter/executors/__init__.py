@@ -11,6 +11,7 @@ from .base import Executor, StepJob
 
 BUILTIN = {
     "local": "mlpipe_jupyter.executors.local:LocalExecutor",
+    "docker": "mlpipe_jupyter.executors.docker:DockerExecutor",
 }
 
 

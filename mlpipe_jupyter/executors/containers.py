@@ -1,0 +1,168 @@
+"""What a step's container looks like, and how containers are found again. Pure except for
+`collect_garbage`, which is handed a docker client.
+
+A step's container runs `python -m mlpipe_jupyter.stepmain` with:
+
+    /mlpipe/work            the step's working directory (rw, the cwd)
+    /mlpipe/work/<path>     each file input, read-only
+    /mlpipe/inputs/<name>   each variable input's artifact directory, read-only
+    /mlpipe/outputs         where the outputs cell writes variable artifacts (rw)
+    /mlpipe/step            the step's run directory: step notebook, executed notebook (rw)
+
+Labels `mlpipe.run`, `mlpipe.step` and `mlpipe.owner` (host:pid:start-time of the runner
+process) let a run cancel its containers and `mlpipe gc` find those of runners that died.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..stepargs import parse_memory
+from .base import StepJob
+
+WORK, INPUTS, OUTPUTS, STEP = "/mlpipe/work", "/mlpipe/inputs", "/mlpipe/outputs", "/mlpipe/step"
+NOTEBOOK = "/mlpipe/notebook.ipynb"  # only when the notebook is not in the step directory
+JOB_FILE = "container.json"
+RUN_LABEL, STEP_LABEL, OWNER_LABEL = "mlpipe.run", "mlpipe.step", "mlpipe.owner"
+
+
+def parse_user(value: Any = None) -> tuple[int, int]:
+    """`1234`, `1234:1234` or (uid, gid); default the invoking user's uid and gid."""
+    if value is None:
+        return os.getuid(), os.getgid()
+    if isinstance(value, (tuple, list)):
+        return int(value[0]), int(value[1])
+    uid, _, gid = str(value).partition(":")
+    try:
+        return int(uid), int(gid) if gid else os.getgid()
+    except ValueError:
+        raise UsageError(f"executor option user: `{value}` is not UID or UID:GID",
+                         option="user") from None
+
+
+def owner_label() -> str:
+    """host:pid:start-time of this process: tells `mlpipe gc` whether a runner is alive."""
+    from ..store import process_start
+
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{process_start(pid) or ''}"
+
+
+def owner_alive(label: str | None) -> bool | None:
+    """True/False for a runner on this host; None when it cannot be told (other host)."""
+    from ..store import process_start
+
+    host, _, rest = (label or "").partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not start or process_start(int(pid)) == start
+
+
+def _bind(source: Path, target: str, read_only: bool) -> dict:
+    return {"Type": "bind", "Source": str(source), "Target": target, "ReadOnly": read_only}
+
+
+def io_paths(job: StepJob) -> dict:
+    """The `_mlpipe_io` parameter as the container sees it."""
+    return {"inputs": {name: f"{INPUTS}/{name}" for name in job.inputs}, "outputs_dir": OUTPUTS}
+
+
+def container_kwargs(job: StepJob, *, image: str, user: tuple[int, int], network: str | None,
+                     owner: str) -> dict[str, Any]:
+    """The `containers.create()` arguments for one attempt of a step. Pure."""
+    step = job.step
+    step_dir = job.output.parent
+    mounts = [_bind(job.workdir, WORK, False), _bind(job.outputs_dir, OUTPUTS, False),
+              _bind(step_dir, STEP, False)]
+    if job.notebook.parent != step_dir:
+        mounts.append(_bind(job.notebook, NOTEBOOK, True))
+    mounts += [_bind(path, f"{INPUTS}/{name}", True) for name, path in sorted(job.inputs.items())]
+    mounts += [_bind(path, f"{WORK}/{rel.rstrip('/')}", True)
+               for rel, path in sorted(job.files.items())]
+    kwargs: dict[str, Any] = {
+        "image": image,
+        "command": ["/opt/mlpipe/bin/python", "-m", "mlpipe_jupyter.stepmain",
+                    f"{STEP}/{JOB_FILE}"],
+        "name": f"mlpipe-{job.run_id}-{step.name}-{job.attempt}",
+        "user": f"{user[0]}:{user[1]}",
+        "working_dir": WORK,
+        # an arbitrary uid has no home in the image: IPython and Jupyter write under $HOME
+        "environment": {"HOME": "/tmp", "PYTHONUNBUFFERED": "1", **job.env},
+        "labels": {RUN_LABEL: job.run_id, STEP_LABEL: step.name, OWNER_LABEL: owner,
+                   "mlpipe.attempt": str(job.attempt)},
+        "mounts": mounts,
+        "network_mode": step.network or network or "bridge",
+        "init": True,  # tini as pid 1 reaps the kernel and passes signals on
+        "security_opt": ["no-new-privileges"],
+    }
+    if step.cpus:
+        kwargs["nano_cpus"] = int(step.cpus * 1e9)
+    if step.memory:
+        limit = parse_memory(step.memory, step=step.name)
+        kwargs["mem_limit"] = limit
+        kwargs["memswap_limit"] = limit  # no swap on top: over the limit is out of memory
+    if step.gpus:
+        kwargs["device_requests"] = [{"count": step.gpus, "capabilities": [["gpu"]]}]
+    return kwargs
+
+
+class LineSplitter:
+    """Bytes from a log stream in, whole decoded lines out (UTF-8 split across chunks too)."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buf = ""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        self._buf += self._decoder.decode(chunk)
+        *lines, self._buf = self._buf.split("\n")
+        return [line.rstrip("\r") for line in lines]
+
+    def close(self) -> list[str]:
+        rest = self._buf + self._decoder.decode(b"", final=True)
+        self._buf = ""
+        return [rest] if rest else []
+
+
+def collect_garbage(client, *, everything: bool = False, dry_run: bool = False
+                    ) -> list[dict[str, str]]:
+    """Remove containers left by runners that died (SIGKILL, a crash, a reboot).
+
+    A container is left over when the runner process named by its `mlpipe.owner` label is no
+    longer alive on this host. Containers of live runners are theirs to remove; containers
+    started from another host are left alone. `everything` removes every mlpipe container,
+    running or not, whoever owns it.
+    """
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
+        labels = container.labels or {}
+        alive = owner_alive(labels.get(OWNER_LABEL))
+        if not everything and alive is not False:
+            continue
+        entry = {"name": container.name, "run": labels.get(RUN_LABEL, ""),
+                 "step": labels.get(STEP_LABEL, ""), "status": container.status,
+                 "why": "removed with --all" if everything and alive is not False
+                 else "its runner is gone"}
+        if not dry_run:
+            try:
+                container.remove(force=True)
+            except Exception as exc:  # removed meanwhile
+                from docker.errors import APIError
+
+                if not isinstance(exc, APIError):
+                    raise
+                continue
+        removed.append(entry)
+    return removed

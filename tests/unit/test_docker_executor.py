@@ -1,0 +1,183 @@
+"""The pure parts of the docker executor: container arguments, the kernel's view of the
+inputs and outputs, log line splitting, progress lines, users, owners, and error texts."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from mlpipe_jupyter.errors import UsageError
+from mlpipe_jupyter.executors import executors
+from mlpipe_jupyter.executors.base import StepJob
+from mlpipe_jupyter.executors.containers import (
+    LineSplitter,
+    container_kwargs,
+    io_paths,
+    owner_alive,
+    owner_label,
+    parse_user,
+)
+from mlpipe_jupyter.executors.docker import DockerExecutor, daemon_down
+from mlpipe_jupyter.spec import StepSpec
+from mlpipe_jupyter.stepmain import Output, parse_progress, progress_line
+
+
+def job(tmp_path: Path, **step) -> StepJob:
+    spec = StepSpec(name="fit", code="pass", **step)
+    d = tmp_path / "runs" / "r1" / "fit"
+    return StepJob(
+        run_id="r1", step=spec, attempt=2, notebook=d / "step.ipynb", output=d / "output.ipynb",
+        workdir=d / "work", outputs_dir=d / "out",
+        inputs={"train": tmp_path / "artifacts" / "aa", "test": tmp_path / "artifacts" / "bb"},
+        files={"data/raw.csv": tmp_path / "artifacts" / "cc" / "data" / "data" / "raw.csv"},
+        parameters={}, log=print, progress=lambda d, t: None,
+        env={"MLPIPE_RUN_ID": "r1", "KEY": "v"})
+
+
+def kwargs(tmp_path, run_network=None, **step):
+    return container_kwargs(job(tmp_path, **step), image="sha256:img", user=(1234, 99),
+                            network=run_network, owner="host:1:2")
+
+
+def test_docker_is_registered():
+    assert executors.get("docker") is DockerExecutor
+    assert "docker" in executors.names()
+
+
+def test_mounts_inputs_read_only_outputs_read_write(tmp_path):
+    kw = kwargs(tmp_path)
+    mounts = {m["Target"]: (m["Source"], m["ReadOnly"]) for m in kw["mounts"]}
+    d = tmp_path / "runs" / "r1" / "fit"
+    assert mounts == {
+        "/mlpipe/work": (str(d / "work"), False),
+        "/mlpipe/outputs": (str(d / "out"), False),
+        "/mlpipe/step": (str(d), False),
+        "/mlpipe/inputs/train": (str(tmp_path / "artifacts" / "aa"), True),
+        "/mlpipe/inputs/test": (str(tmp_path / "artifacts" / "bb"), True),
+        "/mlpipe/work/data/raw.csv": (str(tmp_path / "artifacts/cc/data/data/raw.csv"), True),
+    }
+    assert all(m["Type"] == "bind" for m in kw["mounts"])
+    assert not any("docker.sock" in m["Source"] for m in kw["mounts"])
+
+
+def test_container_runs_stepmain_as_the_user_with_labels(tmp_path):
+    kw = kwargs(tmp_path)
+    assert kw["image"] == "sha256:img"
+    assert kw["command"] == ["/opt/mlpipe/bin/python", "-m", "mlpipe_jupyter.stepmain",
+                             "/mlpipe/step/container.json"]
+    assert kw["user"] == "1234:99"
+    assert kw["working_dir"] == "/mlpipe/work"
+    assert kw["labels"] == {"mlpipe.run": "r1", "mlpipe.step": "fit", "mlpipe.owner": "host:1:2",
+                            "mlpipe.attempt": "2"}
+    assert kw["name"] == "mlpipe-r1-fit-2"
+    assert kw["environment"]["HOME"] == "/tmp"  # writable for any uid
+    assert kw["environment"]["KEY"] == "v" and kw["environment"]["MLPIPE_RUN_ID"] == "r1"
+    assert kw["init"] is True
+    assert kw["network_mode"] == "bridge"
+    for key in ("nano_cpus", "mem_limit", "memswap_limit", "device_requests"):
+        assert key not in kw  # no limits unless the step asks
+
+
+def test_resource_limits_from_the_step(tmp_path):
+    kw = kwargs(tmp_path, cpus=1.5, memory="512m", gpus=2)
+    assert kw["nano_cpus"] == 1_500_000_000
+    assert kw["mem_limit"] == kw["memswap_limit"] == 512 * 1024**2
+    assert kw["device_requests"] == [{"count": 2, "capabilities": [["gpu"]]}]
+
+
+@pytest.mark.parametrize(("step_net", "run_net", "expected"), [
+    (None, None, "bridge"), (None, "none", "none"), ("bridge", "none", "bridge"),
+    ("none", "bridge", "none"), ("none", None, "none")])
+def test_network_step_wins_over_run(tmp_path, step_net, run_net, expected):
+    assert kwargs(tmp_path, run_network=run_net, network=step_net)["network_mode"] == expected
+
+
+def test_notebook_outside_the_step_dir_is_mounted_read_only(tmp_path):
+    j = job(tmp_path)
+    j.notebook = tmp_path / "elsewhere" / "nb.ipynb"
+    kw = container_kwargs(j, image="i", user=(0, 0), network=None, owner="o")
+    assert {"Type": "bind", "Source": str(j.notebook), "Target": "/mlpipe/notebook.ipynb",
+            "ReadOnly": True} in kw["mounts"]
+
+
+def test_io_parameter_uses_container_paths(tmp_path):
+    assert io_paths(job(tmp_path)) == {
+        "inputs": {"train": "/mlpipe/inputs/train", "test": "/mlpipe/inputs/test"},
+        "outputs_dir": "/mlpipe/outputs"}
+
+
+def test_parse_user():
+    assert parse_user() == (os.getuid(), os.getgid())
+    assert parse_user("1234:1234") == (1234, 1234)
+    assert parse_user("1234") == (1234, os.getgid())
+    assert parse_user((5, 6)) == (5, 6)
+    with pytest.raises(UsageError, match="user"):
+        parse_user("alice")
+
+
+def test_line_splitter_keeps_partial_lines_and_utf8():
+    s = LineSplitter()
+    snow = "❄".encode()
+    assert s.feed(b"one\ntw") == ["one"]
+    assert s.feed(b"o\r\n" + snow[:1]) == ["two"]
+    assert s.feed(snow[1:] + b" flake\nlast") == ["❄ flake"]
+    assert s.close() == ["last"]
+    assert s.close() == []
+
+
+def test_progress_lines_round_trip():
+    assert parse_progress(progress_line(3, 7)) == (3, 7)
+    assert parse_progress("progress 3/7") is None
+    assert parse_progress("##mlpipe:progress x/7") is None
+
+
+def test_progress_starts_on_a_fresh_line():
+    class Sink(list):
+        def write(self, text):
+            self.append(text)
+
+        def flush(self):
+            pass
+
+    sink = Sink()
+    out = Output(sink)
+    out.write("no newline")
+    out.progress(1, 2)
+    out.write("done\n")
+    out.progress(2, 2)
+    assert "".join(sink).splitlines() == ["no newline", progress_line(1, 2), "done",
+                                          progress_line(2, 2)]
+
+
+def test_owner_label_of_this_process_is_alive():
+    label = owner_label()
+    assert label.startswith(f"{socket.gethostname()}:{os.getpid()}:")
+    assert owner_alive(label) is True
+    host, pid, start = label.split(":")
+    assert owner_alive(f"{host}:{pid}:{int(start) + 1}") is False  # pid reused by another
+    assert owner_alive(f"{host}:999999999:") is False
+    assert owner_alive("another-host:1:2") is None
+    assert owner_alive(None) is None
+
+
+def test_daemon_down_says_how_to_start_and_the_alternative(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nowhere.sock")
+    text = str(daemon_down())
+    assert text.startswith("no Docker daemon answers at unix:///nowhere.sock: start it")
+    assert "`--executor local`" in text and "\n" not in text
+
+
+def test_run_level_network_option_of_the_magic_and_the_cli():
+    from click.testing import CliRunner
+    from IPython.core import magic_arguments as ma
+
+    from mlpipe_jupyter.cli import main
+    from mlpipe_jupyter.magics import _run_args
+
+    assert ma.parse_argstring(_run_args, "--network none").network == "none"
+    assert ma.parse_argstring(_run_args, "").network is None
+    help_text = CliRunner().invoke(main, ["run", "--help"]).output
+    assert "--network [none|bridge]" in help_text
