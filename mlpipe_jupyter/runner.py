@@ -83,6 +83,7 @@ class PipelineRunner:
         if (why := self.executor.available()) is not None:
             raise type(why)(str(why)) if isinstance(why, MlpipeError) else UsageError(why)
         self.max_parallel = max(1, self.options.max_parallel or os.cpu_count() or 1)
+        self.executor.max_parallel = self.max_parallel  # bounds work an executor does ahead
         self.run_id = new_run_id()
         self.store = RunStore(self.home.db)
         self.artifacts = ArtifactStore(self.home.artifacts, run_id=self.run_id)
@@ -350,7 +351,8 @@ class PipelineRunner:
             inputs=inputs, files=files, parameters=dict(self.params), log=log,
             progress=lambda done, total: self.events.on_step_progress(
                 run_id=self.run_id, step=step.name, done=done, total=total),
-            env={**dict(step.env), "MLPIPE_RUN_ID": self.run_id, "MLPIPE_STEP": step.name},
+            env={**dict(step.env), "MLPIPE_RUN_ID": self.run_id, "MLPIPE_STEP": step.name,
+                 "MLPIPE_ATTEMPT": str(attempt)},
         )
         timer = None
         if step.timeout:

@@ -27,8 +27,8 @@ def states(cwd: Path) -> dict[str, tuple[str, str]]:
     return {s["name"]: (s["state"], s["reason"]) for s in run["steps"]}
 
 
-def run_ok(cwd: Path, *args: str) -> str:
-    result = run_cli("run", "p.ipynb", "--executor", "local", *args, cwd=cwd)
+def run_ok(cwd: Path, *args: str, executor: str = "local") -> str:
+    result = run_cli("run", "p.ipynb", "--executor", executor, *args, cwd=cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -106,34 +106,36 @@ def test_no_cache_on_run_and_on_step(pipeline):
     assert now["load"][0] == "cached" and now["fit"] == ("succeeded", "--no-cache")
 
 
-def test_partial_runs(pipeline):
-    refused = run_cli("run", "p.ipynb", "--executor", "local", "--only", "report", cwd=pipeline)
+EXECUTORS = ["local", "docker"]
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_partial_runs(pipeline, executor):
+    refused = run_cli("run", "p.ipynb", "--executor", executor, "--only", "report", cwd=pipeline)
     assert refused.returncode == 1
     assert "step `load` is not selected and has no earlier successful run" in refused.stdout
-    run_ok(pipeline)
-    out = run_ok(pipeline, "--only", "fit", "-p", "alpha=5")
+    run_ok(pipeline, executor=executor)
+    out = run_ok(pipeline, "--only", "fit", "-p", "alpha=5", executor=executor)
     now = states(pipeline)
     assert set(now) == {"load", "fit"}  # report is neither run nor needed
     assert now["load"][0] == "cached" and now["fit"] == ("succeeded", "parameter `alpha` changed")
     assert "fit" in out
-    run_ok(pipeline, "--from", "fit", "-p", "alpha=6")
+    run_ok(pipeline, "--from", "fit", "-p", "alpha=6", executor=executor)
     now = states(pipeline)
     assert now["load"][0] == "cached"
     assert now["fit"][0] == now["report"][0] == "succeeded"
-    bad = run_cli("run", "p.ipynb", "--executor", "local", "--from", "nope", cwd=pipeline)
+    bad = run_cli("run", "p.ipynb", "--executor", executor, "--from", "nope", cwd=pipeline)
     assert bad.returncode == 2 and "--from: no step named `nope`" in bad.stderr
 
 
-def test_retry_then_success(tmp_path):
-    marker = tmp_path / "attempts"
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_retry_then_success(tmp_path, executor):
     write_notebook(tmp_path / "p.ipynb", [
-        f"%%pipeline_params\nmarker = {str(marker)!r}",
         "%%step flaky --retries 2 --outputs n\nimport os\n"
-        "n = len(open(marker).read()) if os.path.exists(marker) else 0\n"
-        "open(marker, 'a').write('x')\n"
-        "if n == 0:\n    raise RuntimeError('first attempt fails')",
+        "n = int(os.environ['MLPIPE_ATTEMPT'])\n"
+        "if n == 1:\n    raise RuntimeError('first attempt fails')",
     ])
-    run_ok(tmp_path)
+    run_ok(tmp_path, executor=executor)
     run = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)[0]
     step = run["steps"][0]
     assert step["state"] == "succeeded" and step["attempt"] == 2
@@ -168,10 +170,13 @@ BRANCHES = [
 ]
 
 
-def test_fail_fast_stops_other_branches(tmp_path):
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_fail_fast_stops_other_branches(tmp_path, executor):
     write_notebook(tmp_path / "p.ipynb", BRANCHES)
+    if executor == "docker":  # the runtime image is built before the clock starts
+        assert run_cli("image", "build", "p.ipynb", cwd=tmp_path).returncode == 0
     started = time.time()
-    result = run_cli("run", "p.ipynb", "--executor", "local", "--fail-fast",
+    result = run_cli("run", "p.ipynb", "--executor", executor, "--fail-fast",
                      "--max-parallel", "2", cwd=tmp_path)
     assert result.returncode == 1
     assert time.time() - started < 10
