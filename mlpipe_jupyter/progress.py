@@ -9,6 +9,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
+from rich.text import Text
 from rich.table import Table
 
 from .events import RunListener
@@ -65,7 +67,8 @@ class TerminalProgress(RunListener):
             if state not in ("queued", "running"):
                 info["finished"] = at
                 info["started"] = info["started"] or at
-            info["detail"] = (error or {}).get("message") or reason or ""
+            # messages quote user text (`[[gpu]]`, tracebacks): never read them as markup
+            info["detail"] = escape((error or {}).get("message") or reason or "")
             if error:
                 self.errors[step] = error
         if self._live is not None:
@@ -105,13 +108,14 @@ class TerminalProgress(RunListener):
         for step, error in self.errors.items():
             if error.get("error") == "Cancelled":
                 continue
-            self.console.print(f"[bold red]✘ {error.get('message', step)}[/]", soft_wrap=True)
+            self.console.print(Text(f"✘ {error.get('message', step)}", style="bold red"),
+                               soft_wrap=True)
             self.console.print(f"  log: {run_dir / step / 'log.txt'}\n"
                                f"  executed notebook: {run_dir / step / 'output.ipynb'}",
                                soft_wrap=True, highlight=False)
         reason = getattr(self.runner, "reason", None)
         if reason and not self.errors:
-            self.console.print(f"[bold red]{reason}[/]", soft_wrap=True)
+            self.console.print(Text(reason, style="bold red"), soft_wrap=True)
         took = _fmt(time.time() - self.started)
         style = "green" if state == "succeeded" else "bold red"
         self.console.print(f"[{style}]{state}[/] in {took}: run {self.runner.run_id}, "
@@ -138,7 +142,7 @@ def run_details(run: dict, run_dir: Path) -> None:
     console = Console(highlight=False)
     console.print(f"run [bold]{run['id']}[/] of {run['notebook']}: "
                   f"[{STYLES.get(run['state'], '')}]{run['state']}[/]"
-                  + (f" ({run['reason']})" if run.get("reason") else ""), soft_wrap=True)
+                  + (f" ({escape(run['reason'])})" if run.get("reason") else ""), soft_wrap=True)
     console.print(f"started {run['started']}, finished {run['finished']}, "
                   f"params {run['params']}", soft_wrap=True)
     table = Table(box=None, header_style="bold")
@@ -148,7 +152,7 @@ def run_details(run: dict, run_dir: Path) -> None:
         table.add_row(ICONS.get(step["state"], "?"), step["name"],
                       f"[{STYLES.get(step['state'], '')}]{step['state']}[/]",
                       _fmt(step.get("duration")), str(step.get("attempt") or ""),
-                      (step.get("error") or {}).get("message") or step.get("reason") or "")
+                      Text((step.get("error") or {}).get("message") or step.get("reason") or ""))
     console.print(table)
     console.print(f"step notebooks and logs: {run_dir}", soft_wrap=True)
 
