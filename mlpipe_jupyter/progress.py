@@ -10,10 +10,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
-from rich.text import Text
 from rich.table import Table
+from rich.text import Text
 
 from .events import RunListener
+from .spec import is_variable
 
 ICONS = {"queued": "·", "running": "▶", "succeeded": "✔", "failed": "✘", "cached": "↺",
          "skipped": "⤼", "cancelled": "■"}
@@ -37,6 +38,7 @@ class TerminalProgress(RunListener):
         self.steps = {name: {"state": "queued", "started": None, "finished": None,
                              "detail": "", "done": 0, "total": 0} for name in runner.order}
         self.errors: dict[str, dict] = {}
+        self.outputs: dict[str, str] = {}  # artifact -> digest, for the files list at the end
         self.started = time.time()
         self._lock = threading.Lock()
         self._live: Live | None = None
@@ -58,8 +60,11 @@ class TerminalProgress(RunListener):
             self._live.stop()
             self._live = None
 
-    def on_step_state(self, *, step, state, at, reason=None, error=None, **_) -> None:
+    def on_step_state(self, *, step, state, at, reason=None, error=None, outputs=None,
+                      **_) -> None:
         with self._lock:
+            if outputs:
+                self.outputs.update(outputs)
             info = self.steps.setdefault(step, {"started": None, "done": 0, "total": 0})
             info["state"] = state
             if state == "running" and info["started"] is None:
@@ -116,6 +121,14 @@ class TerminalProgress(RunListener):
         reason = getattr(self.runner, "reason", None)
         if reason and not self.errors:
             self.console.print(Text(reason, style="bold red"), soft_wrap=True)
+        files = {name: digest for name, digest in self.outputs.items()
+                 if not is_variable(name)}
+        if files:
+            self.console.print("output files:")
+            for name, digest in files.items():
+                path = self.runner.artifacts.path(digest) / "data" / name.rstrip("/")
+                self.console.print(f"  {name}: {path}", soft_wrap=True, highlight=False,
+                                   markup=False)
         took = _fmt(time.time() - self.started)
         style = "green" if state == "succeeded" else "bold red"
         self.console.print(f"[{style}]{state}[/] in {took}: run {self.runner.run_id}, "
