@@ -46,8 +46,12 @@ class Broadcaster(RunListener):
         self._lock = threading.RLock()
         self._broken: set[int] = set()
 
-    def add(self, listener: RunListener) -> None:
+    def add(self, listener: RunListener, *, catch_up=None) -> None:
+        """Add a listener. `catch_up()`, when given, runs under the same lock, so that no
+        event falls between what it copies of the past and the listener's first event."""
         with self._lock:
+            if catch_up is not None:
+                catch_up()
             self.listeners.append(listener)
 
     def _emit(self, method: str, **kwargs: Any) -> None:

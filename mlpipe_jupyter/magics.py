@@ -28,9 +28,11 @@ from .errors import MlpipeError
 @ma.argument("--max-parallel", type=int, default=None, metavar="N")
 @ma.argument("--fail-fast", action="store_true", help="stop everything at the first failure")
 @ma.argument("--wait", action="store_true", help="block until the run ends")
+@ma.argument("--network", default=None, choices=stepargs.NETWORKS,
+             help="docker: the steps' network unless a step sets its own")
 def _run_args(line: str) -> None:
     """%pipeline run [-p NAME=VALUE ...] [--executor E] [--only STEP ...] [--from STEP]
-    [--no-cache] [--max-parallel N] [--wait]"""
+    [--no-cache] [--max-parallel N] [--network none|bridge] [--wait]"""
 
 
 @ma.magic_arguments()
@@ -151,25 +153,36 @@ class PipelineMagics(Magics):
         options = RunOptions(
             params=parse_assignments(args.param), executor=args.executor or config.executor,
             only=tuple(args.only), from_step=args.from_step, no_cache=args.no_cache,
-            max_parallel=args.max_parallel or config.max_parallel, fail_fast=args.fail_fast)
+            max_parallel=args.max_parallel or config.max_parallel, fail_fast=args.fail_fast,
+            executor_options={"network": args.network} if args.network else {})
         runner = PipelineRunner(self.spec(), notebook=self._notebook_label(),
                                 base_dir=Path.cwd(), options=options)
         run = PipelineRun(runner)
         self.last_run = run
+        # the widget is shown before the first event, so it misses nothing; the handle the
+        # magic returns then displays as nothing more in this cell (see PipelineRun)
+        from IPython.display import display
+
+        display(run)
         run.start()
         if args.wait:
             run.wait()
         return run
 
     def _show(self, rest: str):
-        from .dag import build_dag, generations
+        """The DAG of the registered steps, not run; a spec error is a line in the widget."""
+        from .dag import build_dag
+        from .widget import DagWidget
 
-        spec = self.spec()
-        graph = build_dag(spec, file_exists=lambda p: Path(p).exists())
-        lines = []
-        for layer in generations(graph):
-            lines.append("  ".join(layer))
-        return _Text("\n".join(lines) or "(no steps registered)")
+        if rest.strip():
+            raise MlpipeError(f"%pipeline show takes no options, got `{rest.strip()}`")
+        title = Path(self._notebook_label()).name
+        try:
+            spec = self.spec()
+            graph = build_dag(spec, file_exists=lambda p: Path(p).exists())
+        except MlpipeError as err:
+            return DagWidget(message=str(err), title=title)
+        return DagWidget(graph, title=title)
 
     def _runs(self, rest: str):
         from .home import Home

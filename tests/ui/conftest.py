@@ -1,0 +1,177 @@
+"""A real JupyterLab on loopback and a real Chromium (Debian's, never a downloaded one).
+
+The server gets a fresh root dir holding a copy of the example notebook, fresh
+JUPYTER_CONFIG_DIR/JUPYTER_DATA_DIR (the venv's sys-prefix labextensions, ipywidgets' and
+anywidget's, stay on the path) and MLPIPE_EXECUTOR=local, so nothing depends on Docker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+# without the background-networking flags Chromium keeps trying hosts it cannot reach
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@dataclass
+class Lab:
+    url: str
+    token: str
+    root: Path
+    log: Path
+
+    def tree(self, path: str, workspace: str) -> str:
+        """The notebook in a workspace of its own: JupyterLab restores a workspace's open
+        documents, so tests sharing the default one would see each other's notebooks."""
+        return f"{self.url}/lab/workspaces/{workspace}/tree/{path}?token={self.token}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _lab_settings(config_dir: Path) -> None:
+    """No news or update checks (no toast over the screenshot, no requests to the internet),
+    and the notebook's own kernel starts without a "Select Kernel" dialog, even when the
+    kernel specs arrive late on a busy machine."""
+    settings = {
+        "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+        "notebook-extension/tracker": {"autoStartDefaultKernel": True},
+    }
+    for name, values in settings.items():
+        target = config_dir / "lab" / "user-settings" / "@jupyterlab" / name
+        target = target.with_name(target.name + ".jupyterlab-settings")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(values))
+
+
+@contextlib.contextmanager
+def _jupyter_lab(base: Path, *extra: str) -> Iterator[Lab]:
+    root = base / "root"
+    (root / "examples").mkdir(parents=True)
+    for name in ("wine_quality.ipynb", "requirements.txt"):
+        shutil.copy(ROOT / "notebooks" / name, root / "examples" / name)
+    config_dir, data_dir = base / "config", base / "data"
+    _lab_settings(config_dir)
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir),
+           "JUPYTER_DATA_DIR": str(data_dir), "MLPIPE_EXECUTOR": "local",
+           "MLPIPE_MAX_PARALLEL": "2"}
+    env.pop("MLPIPE_HOME", None)
+    env.pop("JUPYTER_PATH", None)
+    log = base / "jupyterlab.log"
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
+           f"--port={port}", f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={root}", "--allow-root", "--LabApp.news_url=None",
+           "--LabApp.extension_manager=readonly", *extra]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jupyter lab did not answer:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield Lab(url=url, token=token, root=root, log=log)
+    finally:
+        # the server stops its kernels on SIGTERM; the group kill catches any straggler
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """JupyterLab as installed: jupyter_server's defaults, dot-folders hidden."""
+    with _jupyter_lab(tmp_path_factory.mktemp("lab")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def lab_showing_hidden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A server that may open files under `.mlpipe/` (the executed step notebooks)."""
+    with _jupyter_lab(tmp_path_factory.mktemp("lab-hidden"),
+                      "--ContentsManager.allow_hidden=True") as server:
+        yield server
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """test-artifacts/ (gitignored): screenshots a person can look at after the run."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    assert os.access(CHROMIUM, os.X_OK), "run scripts/setup-browser.sh (make test does)"
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                     headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, request: pytest.FixtureRequest) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1360, "height": 1000},
+                                  device_scale_factor=1)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.errors = errors  # type: ignore[attr-defined]
+    try:
+        yield page
+    finally:
+        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-failure.png"),
+                            full_page=True)
+        context.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
