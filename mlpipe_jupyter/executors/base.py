@@ -47,6 +47,8 @@ class StepJob:
 
 class Executor(ABC):
     name: ClassVar[str] = ""
+    # steps this run may run at once, set by the runner: a bound for work started ahead
+    max_parallel: int = 1
 
     def __init__(self, **options: Any) -> None:
         self.options = options
