@@ -59,37 +59,17 @@ class Output:
         self.write(("" if self._at_line_start else "\n") + progress_line(done, total) + "\n")
 
 
-def _engine(out: Output, kernel_log: str | None) -> str:
-    from papermill.clientwrap import PapermillNotebookClient
-    from papermill.engines import NBClientEngine, papermill_engines
+def _start_kernel(cwd: str, kernel_log: str | None):
+    """A fresh kernel, started before papermill is imported so that the two overlap."""
+    import os
 
-    class ContainerEngine(NBClientEngine):
-        @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False,
-                                     stdout_file=None, stderr_file=None, start_timeout=60,
-                                     execution_timeout=None, **kwargs):
-            total = sum(1 for c in nb_man.nb.cells if c.cell_type == "code")
-            done = [0]
-            complete = nb_man.cell_complete
+    from jupyter_client import AsyncKernelManager  # what nbclient and kernelpool.connect use
+    from jupyter_core.utils import run_sync
 
-            def cell_complete(cell, cell_index=None, **kw):
-                complete(cell, cell_index=cell_index, **kw)
-                if cell.cell_type == "code":
-                    done[0] += 1
-                    out.progress(done[0], total)
-
-            nb_man.cell_complete = cell_complete
-            client = PapermillNotebookClient(
-                nb_man, kernel_name=kernel_name, log_output=log_output, stdout_file=stdout_file,
-                stderr_file=stderr_file, startup_timeout=start_timeout,
-                timeout=execution_timeout, resources={"metadata": {"path": str(Path.cwd())}})
-            if not kernel_log:
-                return client.execute()
-            with open(kernel_log, "ab") as sink:
-                return client.execute(stdout=sink, stderr=sink)
-
-    papermill_engines.register("mlpipe-container", ContainerEngine)
-    return "mlpipe-container"
+    km = AsyncKernelManager(kernel_name="python3")
+    sink = open(kernel_log or os.devnull, "ab")  # noqa: SIM115  # lives as long as the kernel
+    run_sync(km.start_kernel)(cwd=cwd, stdout=sink, stderr=sink)
+    return km
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,15 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     parameters = ast.literal_eval(job["parameters"])
     out = Output(sys.stdout)
+    km = _start_kernel(str(Path.cwd()), job.get("kernel_log"))
 
-    import papermill
+    from .stepengine import import_papermill, step_engine
+
+    papermill = import_papermill()
     from papermill.exceptions import PapermillExecutionError
 
     try:
         papermill.execute_notebook(
-            job["notebook"], job["output"], parameters=parameters,
-            engine_name=_engine(out, job.get("kernel_log")), kernel_name="python3",
-            progress_bar=False, log_output=False, stdout_file=out, stderr_file=out)
+            job["notebook"], job["output"], parameters=parameters, engine_name=step_engine(),
+            kernel_name="python3", progress_bar=False, log_output=False, stdout_file=out,
+            stderr_file=out, mlpipe_km=km, mlpipe_cwd=Path.cwd(), mlpipe_progress=out.progress)
     except PapermillExecutionError as err:
         print(f"\nthe step failed in cell {err.exec_count}: {err.ename}: {err.evalue}",
               file=sys.stderr)
@@ -121,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
               file=sys.stderr)
         return 2
+    finally:
+        # graceful: the kernel flushes files it still holds open before they are published
+        from jupyter_core.utils import run_sync
+
+        run_sync(km.shutdown_kernel)(now=False)
     return 0
 
 

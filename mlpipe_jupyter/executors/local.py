@@ -7,44 +7,19 @@ kernel comes from a small warm pool (kernelpool.py) that starts the next step's 
 the current step runs. Each step still gets a kernel that has never run anything.
 
 Speed notes (measured in docs/benchmarks.md): papermill stays in this process, imported once
-per run, without the two imports it never needs for a step notebook; the executed notebook is
-saved at most once a second while cells run (papermill saves it twice per cell), and always at
-the start and at the end.
+per run, through the engine in stepengine.py that the container entry (stepmain) shares.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
+from ..stepengine import import_papermill, step_engine
 from .base import Executor, StepJob
-
-SAVE_EVERY = 1.0  # seconds between saves of the executed notebook while cells run
-# jsonschema (via nbformat) imports rfc3987_syntax when installed, which compiles a grammar at
-# import time (0.8 s here); papermill.iorw imports pyarrow.fs for hdfs:// paths. A step notebook
-# needs neither: they are hidden while papermill loads, outside a kernel (never in a user's).
-_UNNEEDED = ("rfc3987_syntax", "pyarrow.fs")
-
-
-def _papermill():
-    if "papermill" not in sys.modules and "ipykernel" not in sys.modules:
-        hidden = [m for m in _UNNEEDED if m not in sys.modules]
-        for name in hidden:
-            sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
-        try:
-            import papermill
-        finally:
-            for name in hidden:
-                if sys.modules.get(name, 0) is None:
-                    del sys.modules[name]
-    import papermill
-
-    return papermill
 
 
 class _LineWriter:
@@ -65,88 +40,6 @@ class _LineWriter:
         if self._buf:
             self._emit(self._buf)
             self._buf = ""
-
-
-def _throttle_saves(nb_man) -> None:
-    """Save while cells run at most every SAVE_EVERY s; the final save always happens."""
-    save, complete = nb_man.save, nb_man.notebook_complete
-    last = [time.monotonic()]  # notebook_start has just saved
-
-    def throttled(**kwargs):
-        now = time.monotonic()
-        if now - last[0] >= SAVE_EVERY:
-            save(**kwargs)
-            last[0] = now
-
-    def notebook_complete(**kwargs):
-        nb_man.save = save
-        complete(**kwargs)
-
-    nb_man.save = throttled
-    nb_man.notebook_complete = notebook_complete
-
-
-def _connect_client(client, timeout: float) -> None:
-    """Give nbclient a connected client, so it skips wait_for_ready's fixed 0.2 s (see
-    kernelpool.connect); on this thread's event loop, the one nbclient runs cells on."""
-    from jupyter_core.utils import run_sync
-
-    from ..kernelpool import connect
-
-    client.kc = client.km.client()
-    client.kc.start_channels()
-    try:
-        run_sync(connect)(client.kc, timeout)
-    except Exception:
-        client.kc.stop_channels()
-        client.kc = None
-        raise
-    client.kc.allow_stdin = False
-
-
-def _engine() -> str:
-    from papermill.clientwrap import PapermillNotebookClient
-    from papermill.engines import NBClientEngine, papermill_engines
-
-    class StepEngine(NBClientEngine):
-        """nbclient on the step's pre-started kernel, with progress and throttled saves."""
-
-        @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False,
-                                     stdout_file=None, stderr_file=None, start_timeout=60,
-                                     execution_timeout=None, mlpipe_job=None, mlpipe_km=None,
-                                     **kwargs):
-            job: StepJob = mlpipe_job
-            total = sum(1 for c in nb_man.nb.cells if c.cell_type == "code")
-            done = [0]
-            complete = nb_man.cell_complete
-
-            def cell_complete(cell, cell_index=None, **kw):
-                complete(cell, cell_index=cell_index, **kw)
-                if cell.cell_type == "code":
-                    done[0] += 1
-                    job.progress(done[0], total)
-
-            nb_man.cell_complete = cell_complete
-            _throttle_saves(nb_man)
-            # km given: nbclient connects to that kernel and leaves stopping it to us
-            client = PapermillNotebookClient(
-                nb_man, km=mlpipe_km, kernel_name=kernel_name, log_output=log_output,
-                stdout_file=stdout_file, stderr_file=stderr_file, startup_timeout=start_timeout,
-                timeout=execution_timeout, resources={"metadata": {"path": str(job.workdir)}},
-            )
-            if job.cancel.is_set():
-                return nb_man.nb
-            try:
-                _connect_client(client, start_timeout)
-                return client.execute()
-            finally:
-                if client.kc is not None:
-                    client.kc.stop_channels()
-
-    if "mlpipe-step" not in papermill_engines._engines:
-        papermill_engines.register("mlpipe-step", StepEngine)
-    return "mlpipe-step"
 
 
 class LocalExecutor(Executor):
@@ -206,8 +99,8 @@ class LocalExecutor(Executor):
     def execute(self, job: StepJob, parameters: dict[str, Any]) -> None:
         pool = self._kernels()
         pending = pool.request(job.workdir, {k: str(v) for k, v in job.env.items()})
-        papermill = _papermill()  # while the kernel boots (the first step's is cold)
-        engine = _engine()
+        papermill = import_papermill()  # while the kernel boots (the first step's is cold)
+        engine = step_engine()
         kernel = pending()
         job.stop = kernel.kill
         out = _LineWriter(job.log)
@@ -218,8 +111,9 @@ class LocalExecutor(Executor):
             papermill.execute_notebook(
                 str(job.notebook), str(job.output), parameters=parameters,
                 engine_name=engine, kernel_name="python3", progress_bar=False,
-                log_output=False, stdout_file=out, stderr_file=err, mlpipe_job=job,
-                mlpipe_km=kernel.km,
+                log_output=False, stdout_file=out, stderr_file=err, mlpipe_km=kernel.km,
+                mlpipe_cwd=job.workdir, mlpipe_progress=job.progress,
+                mlpipe_cancelled=job.cancel.is_set,
             )
         finally:
             out.flush()

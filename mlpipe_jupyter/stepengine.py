@@ -1,0 +1,124 @@
+"""The papermill engine every step runs through, on the host (local executor) and inside a
+container (stepmain): one behaviour for both.
+
+Papermill's nbclient engine, extended with: a kernel started by us and handed in (so it can
+boot while papermill imports, come from a warm pool, and be killed from another thread), a
+connection that skips nbclient's fixed 0.2 s readiness wait, progress per code cell, and the
+executed notebook saved at most once a second while cells run (papermill saves it twice per
+cell), always at the start and at the end. Measured in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+ENGINE = "mlpipe-step"
+SAVE_EVERY = 1.0  # seconds between saves of the executed notebook while cells run
+# jsonschema (via nbformat) imports rfc3987_syntax when installed, which compiles a grammar at
+# import time (0.8 s here); papermill.iorw imports pyarrow.fs for hdfs:// paths. A step notebook
+# needs neither: they are hidden while papermill loads, outside a kernel (never in a user's).
+_UNNEEDED = ("rfc3987_syntax", "pyarrow.fs")
+
+
+def import_papermill():
+    if "papermill" not in sys.modules and "ipykernel" not in sys.modules:
+        hidden = [m for m in _UNNEEDED if m not in sys.modules]
+        for name in hidden:
+            sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
+        try:
+            import papermill
+        finally:
+            for name in hidden:
+                if sys.modules.get(name, 0) is None:
+                    del sys.modules[name]
+    import papermill
+
+    return papermill
+
+
+def _track_progress(nb_man, report: Callable[[int, int], None]) -> None:
+    total = sum(1 for c in nb_man.nb.cells if c.cell_type == "code")
+    done = [0]
+    complete = nb_man.cell_complete
+
+    def cell_complete(cell, cell_index=None, **kw):
+        complete(cell, cell_index=cell_index, **kw)
+        if cell.cell_type == "code":
+            done[0] += 1
+            report(done[0], total)
+
+    nb_man.cell_complete = cell_complete
+
+
+def _throttle_saves(nb_man) -> None:
+    """Save while cells run at most every SAVE_EVERY s; the final save always happens."""
+    save, complete = nb_man.save, nb_man.notebook_complete
+    last = [time.monotonic()]  # notebook_start has just saved
+
+    def throttled(**kwargs):
+        now = time.monotonic()
+        if now - last[0] >= SAVE_EVERY:
+            save(**kwargs)
+            last[0] = now
+
+    def notebook_complete(**kwargs):
+        nb_man.save = save
+        complete(**kwargs)
+
+    nb_man.save = throttled
+    nb_man.notebook_complete = notebook_complete
+
+
+def _connect_client(client, timeout: float) -> None:
+    """Give nbclient a connected client, so it skips wait_for_ready's fixed 0.2 s (see
+    kernelpool.connect); on this thread's event loop, the one nbclient runs cells on."""
+    from jupyter_core.utils import run_sync
+
+    from .kernelpool import connect
+
+    client.kc = client.km.client()
+    client.kc.start_channels()
+    try:
+        run_sync(connect)(client.kc, timeout)
+    except Exception:
+        client.kc.stop_channels()
+        client.kc = None
+        raise
+    client.kc.allow_stdin = False
+
+
+def step_engine() -> str:
+    """Register (once) and name the engine. Its extra keyword arguments, passed through
+    papermill.execute_notebook: `mlpipe_km` (a started KernelManager; nbclient leaves stopping
+    it to the caller), `mlpipe_cwd`, `mlpipe_progress(done, total)`, `mlpipe_cancelled()`."""
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class StepEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False,
+                                     stdout_file=None, stderr_file=None, start_timeout=60,
+                                     execution_timeout=None, mlpipe_km=None, mlpipe_cwd=".",
+                                     mlpipe_progress=None, mlpipe_cancelled=None, **kwargs):
+            if mlpipe_progress is not None:
+                _track_progress(nb_man, mlpipe_progress)
+            _throttle_saves(nb_man)
+            client = PapermillNotebookClient(
+                nb_man, km=mlpipe_km, kernel_name=kernel_name, log_output=log_output,
+                stdout_file=stdout_file, stderr_file=stderr_file, startup_timeout=start_timeout,
+                timeout=execution_timeout, resources={"metadata": {"path": str(mlpipe_cwd)}},
+            )
+            if mlpipe_cancelled is not None and mlpipe_cancelled():
+                return nb_man.nb
+            try:
+                _connect_client(client, start_timeout)
+                return client.execute()
+            finally:
+                if client.kc is not None:
+                    client.kc.stop_channels()
+
+    if ENGINE not in papermill_engines._engines:
+        papermill_engines.register(ENGINE, StepEngine)
+    return ENGINE
