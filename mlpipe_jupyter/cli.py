@@ -29,6 +29,14 @@ def _home(home: str | None, notebook_dir: Path | None = None):
     return Home.for_dir(notebook_dir or Path.cwd())
 
 
+def _load_run(home, run_id: str) -> dict:
+    store = _store(home)
+    try:
+        return store.run(run_id)
+    finally:
+        store.close()
+
+
 def _store(home):
     from .errors import NotFound
     from .store import RunStore
@@ -163,9 +171,7 @@ def show(run_id, as_json, home):
 
     where = _home(home)
     try:
-        store = _store(where)
-        found = store.run(run_id)
-        store.close()
+        found = _load_run(where, run_id)
     except MlpipeError as err:
         _fail(err, 1)
     if as_json:
@@ -186,9 +192,7 @@ def logs(run_id, step, home):
 
     where = _home(home)
     try:
-        store = _store(where)
-        found = store.run(run_id)
-        store.close()
+        found = _load_run(where, run_id)
         names = [s["name"] for s in found["steps"]]
         if step not in names:
             raise NotFound(f"run {found['id']} has no step `{step}` (steps: {', '.join(names)})")

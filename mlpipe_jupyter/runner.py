@@ -111,13 +111,16 @@ class PipelineRunner:
     def cancel(self) -> None:
         """Stop the run: running steps are stopped (kernels, containers), queued ones dropped."""
         self._cancel.set()
+        self._stop_running_steps()
+        self.executor.cancel_run(run_id=self.run_id)
+
+    def _stop_running_steps(self) -> None:
         with self._lock:
             jobs = list(self._jobs.values())
         for job in jobs:
             job.cancel.set()
             if job.stop is not None:
                 job.stop()
-        self.executor.cancel_run(run_id=self.run_id)
 
     @property
     def cancelled(self) -> bool:
@@ -282,12 +285,7 @@ class PipelineRunner:
         for name in pending:
             self._set(name, SKIPPED, reason=f"--fail-fast: `{failed}` failed")
         pending.clear()
-        with self._lock:
-            jobs = list(self._jobs.values())
-        for job in jobs:
-            job.cancel.set()
-            if job.stop is not None:
-                job.stop()
+        self._stop_running_steps()
 
     # -- one step ----------------------------------------------------------------------------
     def _execute(self, step: StepSpec, key: str, parts: dict, reason: str) -> None:
