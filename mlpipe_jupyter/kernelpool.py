@@ -112,6 +112,9 @@ class Kernel:
             pass
 
 
+EXIT_GRACE = 1.0  # seconds the end of a run waits for released kernels to exit by themselves
+
+
 class KernelPool:
     """`size` kernels kept warm, never more than the kernels still to be asked for."""
 
@@ -208,9 +211,13 @@ class KernelPool:
         for fut in warm:
             fut.cancel()
         if not cancel:
+            # Released without waiting means the step had no file outputs to flush, so these
+            # exits get a short grace, not shutdown_wait each: now and then a kernel ignores
+            # its shutdown request, which cost whole runs 5 s (W2 in docs/benchmarks.md).
+            deadline = time.monotonic() + EXIT_GRACE
             for fut in exiting:
                 with contextlib.suppress(Exception):
-                    fut.result(self.shutdown_wait + 5)
+                    fut.result(max(0.0, deadline - time.monotonic()))
         with self._lock:
             kernels = list(self._kernels)
         for kernel in kernels:  # from this thread at once: a cancel must not wait on the loop

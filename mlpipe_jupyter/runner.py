@@ -17,7 +17,7 @@ from . import __version__
 from .artifacts import ArtifactStore
 from .cache import cache_key, key_parts, miss_reason
 from .dag import build_dag, select, topo_order
-from .errors import Cancelled, MlpipeError, SpecError, StepFailed, UsageError
+from .errors import Cancelled, ExecutorError, MlpipeError, SpecError, StepFailed, UsageError
 from .events import (
     CACHED,
     CANCELLED,
@@ -81,7 +81,7 @@ class PipelineRunner:
         self.executor_name = self.options.executor or executors.default()
         self.executor: Executor = executors.get(self.executor_name)(**self.options.executor_options)
         if (why := self.executor.available()) is not None:
-            raise type(why)(str(why)) if isinstance(why, MlpipeError) else UsageError(why)
+            raise ExecutorError(why, option="--executor")
         self.max_parallel = max(1, self.options.max_parallel or os.cpu_count() or 1)
         self.executor.max_parallel = self.max_parallel  # bounds work an executor does ahead
         self.run_id = new_run_id()
