@@ -79,3 +79,18 @@ def test_kernel_registry_equals_notebook_reader(shell, notebook):
     from_file = read_pipeline(notebook)
     assert from_kernel.to_json(sort_keys=True) == from_file.to_json(sort_keys=True)
     assert len(from_file.steps) >= 4
+
+
+def test_pipeline_export_and_runs(shell, tmp_path):
+    shell.run_cell_magic("pipeline_params", "", "k = 2")
+    shell.run_cell_magic("step", "a --outputs x --no-run", "x = k")
+    shell.run_cell_magic("step", "b --no-run", "print(x)")
+    assert str(shell.run_line_magic("pipeline", "runs")) == "(no runs yet)"
+    message = str(shell.run_line_magic("pipeline", f"export --to {tmp_path / 'out'}"))
+    assert message.startswith("exported 2 step notebooks and pipeline.json")
+    manifest = json.loads((tmp_path / "out/pipeline.json").read_text())
+    assert manifest["order"] == ["a", "b"]
+    assert manifest["edges"] == [{"from": "a", "to": "b", "artifacts": ["x"]}]
+    run = shell.run_line_magic("pipeline", "run --executor local --wait")
+    assert run.status == "succeeded" and run.load("x") == 2
+    assert run.id in str(shell.run_line_magic("pipeline", "runs"))
