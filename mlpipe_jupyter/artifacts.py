@@ -114,18 +114,6 @@ class ArtifactStore:
         ser = serializers.by_name(meta["serializer"])
         return ser.load(self.path(digest) / "data" / ser.filename)
 
-    def materialize(self, digest: str, dest: Path) -> None:
-        """Copy a file artifact into a step's working directory (copies keep the store intact)."""
-        src = self.data_path(digest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dest, dirs_exist_ok=True)
-            for path in [dest, *dest.rglob("*")]:
-                path.chmod(0o755 if path.is_dir() else 0o644)
-        else:
-            shutil.copyfile(src, dest)
-            dest.chmod(0o644)
-
     def clean_staging(self) -> None:
         """Drop what this store's run staged and never published (a crashed run)."""
         shutil.rmtree(self._staging, ignore_errors=True)

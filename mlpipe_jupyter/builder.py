@@ -57,9 +57,6 @@ class PipelineBuilder:
         self._steps[options.name] = (options, code)
         return options
 
-    def remove_step(self, name: str) -> None:
-        self._steps.pop(name, None)
-
     def clear(self) -> None:
         self.__init__()
 

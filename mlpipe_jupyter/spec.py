@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 SPEC_VERSION = 1
@@ -82,9 +82,6 @@ class PipelineSpec:
 
         raise NotFound(f"no step `{name}` in this pipeline (steps: {', '.join(self.step_names)})",
                        step=name)
-
-    def with_steps(self, steps: tuple[StepSpec, ...]) -> PipelineSpec:
-        return replace(self, steps=steps)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -79,11 +79,6 @@ def write_step_notebook(path: Path, spec: PipelineSpec, step: StepSpec, *, pipel
     path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
 
 
-def code_cells_total(path: Path) -> int:
-    nb = json.loads(path.read_text(encoding="utf-8"))
-    return sum(1 for c in nb["cells"] if c["cell_type"] == "code")
-
-
 def failure_from_notebook(step: str, executed: Path) -> StepFailed | None:
     """The first error an executed step notebook recorded, naming the cell role and line."""
     try:

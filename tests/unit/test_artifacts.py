@@ -76,9 +76,9 @@ def test_directory_artifacts(tmp_path):
     (tmp_path / "d/sub").mkdir(parents=True)
     (tmp_path / "d/sub/x.txt").write_text("x")
     digest = store.publish_file(tmp_path / "d", "d/")
-    dest = tmp_path / "work/d"
-    store.materialize(digest, dest)
-    assert (dest / "sub/x.txt").read_text() == "x"
+    data = store.data_path(digest)
+    assert data.name == "d" and (data / "sub/x.txt").read_text() == "x"
+    assert store.meta(digest)["kind"] == "directory"
 
 
 def test_bad_digest_is_refused(tmp_path):
