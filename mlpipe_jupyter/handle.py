@@ -4,70 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 from .errors import NotFound, UsageError
-from .events import FINAL, QUEUED, RunListener
+from .events import StepView
 from .runner import PipelineRunner
 
 if TYPE_CHECKING:
     from .widget import DagWidget
-
-
-class StepView(RunListener):
-    """The latest known state of every step of one run, kept from the runner's events."""
-
-    def __init__(self, steps: list[str]) -> None:
-        self.steps: dict[str, dict[str, Any]] = {
-            name: {"state": QUEUED, "reason": None, "error": None, "started": None,
-                   "finished": None, "attempt": 1, "outputs": {}, "done": 0, "total": 0}
-            for name in steps}
-        self.logs: dict[str, list[str]] = {name: [] for name in steps}
-        self.lock = threading.Lock()
-
-    def on_step_state(self, *, step, state, at, reason=None, error=None, attempt=1,
-                      outputs=None, **_) -> None:
-        with self.lock:
-            info = self.steps.setdefault(step, {})
-            info.update(state=state, reason=reason, attempt=attempt)
-            if error is not None:
-                info["error"] = error
-            if state == "running":
-                info["started"] = info.get("started") or at
-            if state in FINAL:
-                info["finished"] = at
-                info["started"] = info.get("started") or at
-            if outputs is not None:
-                info["outputs"] = outputs
-
-    def on_step_log(self, *, step, line, **_) -> None:
-        with self.lock:
-            lines = self.logs.setdefault(step, [])
-            lines.append(line)
-            del lines[:-200]
-
-    def on_step_progress(self, *, step, done, total, **_) -> None:
-        with self.lock:
-            self.steps.setdefault(step, {}).update(done=done, total=total)
-
-    def table(self) -> str:
-        rows = [("step", "state", "time", "detail")]
-        with self.lock:
-            for name, info in self.steps.items():
-                started, finished = info.get("started"), info.get("finished")
-                took = (finished or time.time()) - started if started else None
-                detail = ""
-                if info.get("error"):
-                    detail = info["error"].get("message", "")
-                elif info.get("reason"):
-                    detail = info["reason"]
-                rows.append((name, info["state"], f"{took:.1f}s" if took is not None else "",
-                             detail))
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        return "\n".join(
-            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3]
-            for row in rows).rstrip()
 
 
 def _cell_token() -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .events import RunListener
+from .events import FINAL, StepView
 from .spec import is_variable
 
 ICONS = {"queued": "·", "running": "▶", "succeeded": "✔", "failed": "✘", "cached": "↺",
@@ -28,19 +27,16 @@ def _fmt(seconds: float | None) -> str:
     return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
 
 
-class TerminalProgress(RunListener):
-    """A live table on a terminal; one line per state change when output is not a terminal."""
+class TerminalProgress(StepView):
+    """A live table on a terminal; one line per state change when output is not a terminal.
+    The steps' state is kept by StepView, as for the kernel's PipelineRun."""
 
     def __init__(self, runner, console: Console | None = None) -> None:
+        super().__init__(runner.order)
         self.runner = runner
         self.console = console or Console(stderr=False, highlight=False)
         self.live_mode = self.console.is_terminal
-        self.steps = {name: {"state": "queued", "started": None, "finished": None,
-                             "detail": "", "done": 0, "total": 0} for name in runner.order}
-        self.errors: dict[str, dict] = {}
-        self.outputs: dict[str, str] = {}  # artifact -> digest, for the files list at the end
         self.started = time.time()
-        self._lock = threading.Lock()
         self._live: Live | None = None
 
     def start(self) -> None:
@@ -60,57 +56,53 @@ class TerminalProgress(RunListener):
             self._live.stop()
             self._live = None
 
-    def on_step_state(self, *, step, state, at, reason=None, error=None, outputs=None,
-                      **_) -> None:
-        with self._lock:
-            if outputs:
-                self.outputs.update(outputs)
-            info = self.steps.setdefault(step, {"started": None, "done": 0, "total": 0})
-            info["state"] = state
-            if state == "running" and info["started"] is None:
-                info["started"] = at
-            if state not in ("queued", "running"):
-                info["finished"] = at
-                info["started"] = info["started"] or at
-            # messages quote user text (`[[gpu]]`, tracebacks): never read them as markup
-            info["detail"] = escape((error or {}).get("message") or reason or "")
-            if error:
-                self.errors[step] = error
+    @staticmethod
+    def _detail(info: dict) -> str:
+        # messages quote user text (`[[gpu]]`, tracebacks): never read them as markup
+        return escape((info.get("error") or {}).get("message") or info.get("reason") or "")
+
+    def on_step_state(self, *, step, state, at, **kw) -> None:
+        super().on_step_state(step=step, state=state, at=at, **kw)
         if self._live is not None:
             self._live.update(self._table())
         elif state != "queued":
-            took = _fmt(at - info["started"]) if info.get("finished") else ""
-            detail = f"  {info['detail']}" if info["detail"] else ""
+            with self.lock:
+                info = dict(self.steps[step])
+            took = _fmt(at - info["started"]) if state in FINAL else ""
+            detail = self._detail(info)
             self.console.print(f"[{_fmt(at - self.started):>7}] {ICONS[state]} {step:<20} "
-                               f"[{STYLES[state]}]{state:<9}[/] {took:>7}{detail}",
+                               f"[{STYLES[state]}]{state:<9}[/] {took:>7}"
+                               f"{'  ' + detail if detail else ''}",
                                markup=True, soft_wrap=True)
 
-    def on_step_progress(self, *, step, done, total, **_) -> None:
-        with self._lock:
-            self.steps[step].update(done=done, total=total)
+    def on_step_progress(self, **kw) -> None:
+        super().on_step_progress(**kw)
         if self._live is not None:
             self._live.update(self._table())
 
-    def _table(self, final: bool = False) -> Table:
+    def _table(self) -> Table:
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         for col in ("", "step", "state", "time", "detail"):
             table.add_column(col, overflow="fold" if col == "detail" else "ellipsis")
         now = time.time()
-        with self._lock:
+        with self.lock:
             for name, info in self.steps.items():
                 state = info["state"]
                 end = info.get("finished") or now
                 took = _fmt(end - info["started"]) if info.get("started") else ""
-                detail = info["detail"]
+                detail = self._detail(info)
                 if state == "running" and info["total"]:
                     detail = f"cell {info['done']}/{info['total']}"
                 table.add_row(ICONS[state], name, f"[{STYLES[state]}]{state}[/]", took, detail)
         return table
 
     def summary(self, state: str) -> None:
-        self.console.print(self._table(final=True))
+        self.console.print(self._table())
         run_dir = self.runner.home.runs / self.runner.run_id
-        for step, error in self.errors.items():
+        with self.lock:
+            errors = {n: i["error"] for n, i in self.steps.items() if i.get("error")}
+            outputs = {k: v for i in self.steps.values() for k, v in i["outputs"].items()}
+        for step, error in errors.items():
             if error.get("error") == "Cancelled":
                 continue
             self.console.print(Text(f"✘ {error.get('message', step)}", style="bold red"),
@@ -119,9 +111,9 @@ class TerminalProgress(RunListener):
                                f"  executed notebook: {run_dir / step / 'output.ipynb'}",
                                soft_wrap=True, highlight=False)
         reason = getattr(self.runner, "reason", None)
-        if reason and not self.errors:
+        if reason and not errors:
             self.console.print(Text(reason, style="bold red"), soft_wrap=True)
-        files = {name: digest for name, digest in self.outputs.items()
+        files = {name: digest for name, digest in outputs.items()
                  if not is_variable(name)}
         if files:
             self.console.print("output files:")
