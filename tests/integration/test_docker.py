@@ -16,6 +16,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -109,7 +110,7 @@ def test_examples_run_in_containers_with_the_same_outputs_as_local(examples, cli
     assert 0.8 < results["docker"]["accuracy"]["gbm"] <= 1
 
 
-def test_image_build_reuses_and_a_requirements_change_builds_anew(notebook_dir, client):
+def test_image_build_reuses_and_a_requirements_change_builds_anew(notebook_dir, client, request):
     write_notebook(notebook_dir / "p.ipynb", ["%%step a --outputs x\nx = 1"])
     first = run_cli("image", "build", "p.ipynb", cwd=notebook_dir)
     assert first.returncode == 0, first.stderr
@@ -126,14 +127,17 @@ def test_image_build_reuses_and_a_requirements_change_builds_anew(notebook_dir, 
     assert result.returncode == 0 and run["executor"] == "docker", result.stdout + result.stderr
     assert f"{tag} (reused)" in result.stdout and "building" not in result.stdout
     assert client.images.get(tag).id == image_id
-    # new requirements: a new image with them, built with visible progress
-    (notebook_dir / "requirements.txt").write_text("six\n")
+    # new requirements: a new image with them, built with visible progress. The engine (and its
+    # images) outlives a test session, so the requirement is unique to this run: the exclusion
+    # of a version that does not exist changes the image's recipe, not what pip installs.
+    nonce = uuid.uuid4().int % 10**9
+    (notebook_dir / "requirements.txt").write_text(f"six!=0.0.{nonce}\n")
     changed = run_cli("image", "build", "p.ipynb", cwd=notebook_dir)
     assert changed.returncode == 0, changed.stderr
-    # (pip's own output may be "Using cache": Docker's layer cache outlives a test session)
+    new_tag = changed.stdout.split("runtime image ")[-1].split(" ")[0]
+    request.addfinalizer(lambda: client.images.remove(new_tag, force=True))
     assert "Step 1/" in changed.stdout
     assert "RUN pip install -r /opt/mlpipe-build/requirements.txt" in changed.stdout
-    new_tag = changed.stdout.split("runtime image ")[-1].split(" ")[0]
     assert new_tag != tag and client.images.get(new_tag).id != image_id
     out = client.containers.run(new_tag, ["python", "-c", "import six; print(six.__name__)"],
                                 remove=True)
