@@ -18,3 +18,13 @@ def unload_ipython_extension(ipython) -> None:
     from .magics import PipelineMagics
 
     PipelineMagics.unregister(ipython)
+
+
+def _jupyter_server_extension_points() -> list[dict]:
+    from .server import MlpipeServer
+
+    return [{"module": "mlpipe_jupyter.server", "app": MlpipeServer}]
+
+
+def _jupyter_labextension_paths() -> list[dict]:
+    return [{"src": "labextension", "dest": "mlpipe-jupyter"}]

@@ -106,6 +106,9 @@ export function documentUrls(rel, pathname = location.pathname) {
   return { href: `${base}${route}/${path}`, api: `${base}api/contents/${path}?content=0` };
 }
 
+// handled by mlpipe's JupyterLab extension (labextension/src/index.ts)
+const OPEN_EVENT = "mlpipe:open-notebook";
+
 let views = 0; // unique ids for each view's SVG defs
 const probes = new Map(); // contents-API URL -> Promise<status>
 function probe(api) {
@@ -403,6 +406,16 @@ function render({ model, el: host }) {
     }
     const urls = documentUrls(nb.href);
     const path = el("code", { class: "mp-path", text: nb.path, title: "executed notebook" }, links);
+    if (document.body.dataset.mlpipeRecords) {
+      // our JupyterLab extension opens records (hidden under .mlpipe) in a read-only tab
+      const a = el("a", { class: "mp-open", href: urls ? urls.href : "#", target: "_blank", rel: "noopener", text: "Open executed notebook" });
+      a.addEventListener("click", (e) => {
+        const ask = new CustomEvent(OPEN_EVENT, { bubbles: true, cancelable: true, detail: { path: nb.href } });
+        if (!a.dispatchEvent(ask) || !urls) e.preventDefault();
+      });
+      links.insertBefore(a, path);
+      return;
+    }
     if (!urls) return; // not in JupyterLab or Notebook 7 (VS Code, ...): the path is what we have
     const a = el("a", { class: "mp-open", href: urls.href, target: "_blank", rel: "noopener", text: "Open executed notebook ↗" });
     links.insertBefore(a, path);
@@ -412,7 +425,8 @@ function render({ model, el: host }) {
         el("div", {
           class: "mp-hint",
           text: "This Jupyter server does not serve files under .mlpipe (it hides dot-folders by " +
-            "default): start it with --ContentsManager.allow_hidden=True, or open the file above.",
+            "default) and mlpipe's JupyterLab extension is not loaded: install mlpipe-jupyter in " +
+            "the server's environment, or open the file above.",
         }, links);
       }
     });

@@ -68,13 +68,17 @@ def _lab_settings(config_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def _jupyter_lab(base: Path, *extra: str) -> Iterator[Lab]:
+def _jupyter_lab(base: Path, *extra: str, lab_extension: bool = True) -> Iterator[Lab]:
     root = base / "root"
     (root / "examples").mkdir(parents=True)
     for name in ("wine_quality.ipynb", "requirements.txt"):
         shutil.copy(ROOT / "notebooks" / name, root / "examples" / name)
     config_dir, data_dir = base / "config", base / "data"
     _lab_settings(config_dir)
+    if not lab_extension:  # as `jupyter labextension disable mlpipe-jupyter` would
+        (config_dir / "labconfig").mkdir()
+        (config_dir / "labconfig" / "page_config.json").write_text(
+            json.dumps({"disabledExtensions": {"mlpipe-jupyter": True}}))
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir),
            "JUPYTER_DATA_DIR": str(data_dir), "MLPIPE_EXECUTOR": "local",
@@ -118,16 +122,18 @@ def _jupyter_lab(base: Path, *extra: str) -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """JupyterLab as installed: jupyter_server's defaults, dot-folders hidden."""
+    """JupyterLab as installed, mlpipe's extensions included: jupyter_server's defaults,
+    dot-folders hidden."""
     with _jupyter_lab(tmp_path_factory.mktemp("lab")) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def lab_showing_hidden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """A server that may open files under `.mlpipe/` (the executed step notebooks)."""
+    """A server that may open files under `.mlpipe/` (the executed step notebooks), with
+    mlpipe's JupyterLab extension disabled."""
     with _jupyter_lab(tmp_path_factory.mktemp("lab-hidden"),
-                      "--ContentsManager.allow_hidden=True") as server:
+                      "--ContentsManager.allow_hidden=True", lab_extension=False) as server:
         yield server
 
 
@@ -158,7 +164,7 @@ def page(browser, request: pytest.FixtureRequest) -> Iterator[object]:
                                   device_scale_factor=1)
     page = context.new_page()
     errors: list[str] = []
-    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.on("pageerror", lambda err: errors.append(f"{err}\n{err.stack}"))
     page.errors = errors  # type: ignore[attr-defined]
     try:
         yield page

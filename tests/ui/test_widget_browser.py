@@ -2,8 +2,9 @@
 
 Proves: the widget's ES module loads from the package with no extra install (ipywidgets' and
 anywidget's labextensions still served with fresh config/data dirs); the wine example drives it
-live to the final state; a click shows a step's log, error and executed notebook (a link that
-opens it when the server serves `.mlpipe/`, an explanation when it does not); Retry failed and
+live to the final state; a click shows a step's log, error and executed notebook (opened in a
+JupyterLab tab through mlpipe's extension although `.mlpipe/` is hidden, or a plain link where
+the extension is not loaded and the server serves `.mlpipe/`); Retry failed and
 Cancel work through the page; a 200-step run streams in without long frames. Screenshots go to
 test-artifacts/.
 """
@@ -22,6 +23,11 @@ pytestmark = pytest.mark.browser
 
 NODE = "g.mp-node[data-step='{}']"
 STEPS = ("load", "split", "fit", "evaluate")
+
+
+def _kernel_count(lab) -> int:
+    with urllib.request.urlopen(f"{lab.url}/api/kernels?token={lab.token}", timeout=10) as r:
+        return len(json.load(r))
 
 
 def _kernel_connected(lab) -> bool:
@@ -100,16 +106,35 @@ def test_wine_example_runs_live_in_jupyterlab(lab, page, artifacts):
     run_dir = re.search(r"\.mlpipe/runs/([\w-]+)/fit/output\.ipynb$", path)
     assert run_dir, path
     assert Path(path).is_file() and Path(path).is_relative_to(lab.root / "examples")
-    # this server hides dot-folders (jupyter_server's default): the widget says so instead of
-    # offering a link that would open an error
-    hint = panel.locator(".mp-hint")
-    hint.wait_for(timeout=30_000)
-    assert "allow_hidden" in hint.inner_text()
     assert page.locator(NODE.format("fit")).evaluate("g => g.classList.contains('selected')")
-
     page.mouse.move(0, 0)  # no hover outline in the picture
     widget.screenshot(path=str(artifacts / "widget.png"))
     page.screenshot(path=str(artifacts / "jupyterlab.png"))
+
+    # this server hides dot-folders (jupyter_server's default); mlpipe's JupyterLab extension
+    # opens the record anyway, read-only, in a tab of this page, without starting a kernel
+    kernels = _kernel_count(lab)
+    panel.locator(".mp-open").click()
+    tab = page.locator(".lm-TabBar-tab", has_text="output.ipynb")
+    tab.wait_for(timeout=60_000)
+    executed = page.locator(".jp-NotebookPanel:visible")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.jp-NotebookPanel')].some(p => p.offsetParent &&"
+        " p.textContent.includes('GradientBoostingClassifier('))", timeout=60_000)
+    text = executed.inner_text()
+    assert "Step fit of pipeline wine_quality" in text and "load_input" in text
+    assert executed.locator(".jp-OutputArea-output").count() > 0  # executed: outputs kept
+    assert executed.get_by_text("notebook is read-only").count() == 1
+    assert page.locator(".mp-hint").count() == 0
+    assert f"mlpipe:examples/.mlpipe/runs/{run_dir[1]}/fit/output.ipynb" in (
+        tab.get_attribute("title") or "")
+    page.wait_for_timeout(1000)
+    assert _kernel_count(lab) == kernels  # a record is read, never run
+    page.screenshot(path=str(artifacts / "executed-notebook.png"))
+    # ipywidgets' manager reads `session.kernel` of every notebook it sees, kernel-less ones
+    # included (jupyterlab-manager 3.0.x): its rejection is the only error the tab may cause
+    page.errors[:] = [e for e in page.errors  # type: ignore[attr-defined]
+                      if not ("reading 'kernel'" in e and "jupyterlab-manager" in e)]
     assert page.errors == []  # type: ignore[attr-defined]
     print(f"browser test: {time.monotonic() - started:.1f}s from page load to screenshot")
 
@@ -315,7 +340,10 @@ def test_200_step_run_stays_responsive(lab, page, artifacts):
     assert page.errors == []  # type: ignore[attr-defined]
 
 
-def test_node_link_opens_the_executed_notebook(lab_showing_hidden, page, artifacts):
+def test_without_the_lab_extension_the_link_opens_a_served_record(lab_showing_hidden, page,
+                                                                   artifacts):
+    """Where mlpipe's JupyterLab extension is not loaded but the server serves `.mlpipe/`, the
+    link is a plain JupyterLab URL in a new tab."""
     lab = lab_showing_hidden
     _write_notebook(lab.root / "link.ipynb", [
         "%load_ext mlpipe_jupyter",
@@ -325,6 +353,8 @@ def test_node_link_opens_the_executed_notebook(lab_showing_hidden, page, artifac
     ])
     page.goto(lab.tree("link.ipynb", "link"))
     page.wait_for_selector(".jp-Notebook", timeout=90_000)
+    config = json.loads(page.locator("#jupyter-config-data").text_content())
+    assert "mlpipe-jupyter" in config["disabledExtensions"]
     _run_all_cells(page, lab)
     _wait_states(page, {"hello": "succeeded"})
     page.locator(NODE.format("hello")).click()
@@ -345,4 +375,4 @@ def test_node_link_opens_the_executed_notebook(lab_showing_hidden, page, artifac
         timeout=60_000)
     assert executed.url.split("?")[0].endswith("/hello/output.ipynb")
     assert executed.locator(".lm-TabBar-tabLabel", has_text="output.ipynb").count() >= 1
-    executed.screenshot(path=str(artifacts / "executed-notebook.png"))
+    executed.screenshot(path=str(artifacts / "executed-notebook-plain-link.png"))
