@@ -9,6 +9,7 @@
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { PathExt, URLExt } from '@jupyterlab/coreutils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
+import type { DocumentRegistry } from '@jupyterlab/docregistry';
 import { Contents, ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
@@ -104,6 +105,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
       event.preventDefault();
       docs.openOrReveal(`${DRIVE}:${path}`, undefined, undefined, { mode: 'tab-after' },
                         { shouldStart: false, canStart: false });
+    });
+    // a record is read, never run: no kernel for it, however it was opened (Notebook 7 opens
+    // every document from its URL in a new page, where the preference above is not passed)
+    // (factories register as their plugins activate, some after this one)
+    const kernelFree = (factory?: DocumentRegistry.WidgetFactory) =>
+      factory?.widgetCreated.connect((_, widget) => {
+        if (widget.context.path.startsWith(`${DRIVE}:`)) {
+          const session = widget.context.sessionContext;
+          session.kernelPreference = { ...session.kernelPreference, shouldStart: false,
+                                       canStart: false };
+        }
+      });
+    for (const factory of docs.registry.widgetFactories()) {
+      kernelFree(factory);
+    }
+    docs.registry.changed.connect((_, change) => {
+      if (change.type === 'widgetFactory' && change.change === 'added' && change.name) {
+        kernelFree(docs.registry.getWidgetFactory(change.name));
+      }
     });
     // the widget offers the in-JupyterLab link only when someone listens for it
     document.body.dataset.mlpipeRecords = DRIVE;

@@ -68,15 +68,17 @@ def _lab_settings(config_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def _jupyter_lab(base: Path, *extra: str, lab_extension: bool = True) -> Iterator[Lab]:
+def _jupyter_lab(base: Path, *extra: str, lab_extension: bool = True,
+                 app: str = "jupyterlab") -> Iterator[Lab]:
     root = base / "root"
     (root / "examples").mkdir(parents=True)
     for name in ("wine_quality.ipynb", "requirements.txt"):
         shutil.copy(ROOT / "notebooks" / name, root / "examples" / name)
     config_dir, data_dir = base / "config", base / "data"
-    _lab_settings(config_dir)
+    if app == "jupyterlab":  # Notebook 7 has neither plugin: settings for them are errors
+        _lab_settings(config_dir)
     if not lab_extension:  # as `jupyter labextension disable mlpipe-jupyter` would
-        (config_dir / "labconfig").mkdir()
+        (config_dir / "labconfig").mkdir(parents=True)
         (config_dir / "labconfig" / "page_config.json").write_text(
             json.dumps({"disabledExtensions": {"mlpipe-jupyter": True}}))
     port, token = _free_port(), secrets.token_hex(16)
@@ -86,10 +88,11 @@ def _jupyter_lab(base: Path, *extra: str, lab_extension: bool = True) -> Iterato
     env.pop("MLPIPE_HOME", None)
     env.pop("JUPYTER_PATH", None)
     log = base / "jupyterlab.log"
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
+    cmd = [sys.executable, "-m", app, "--no-browser", "--ip=127.0.0.1",
            f"--port={port}", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={root}", "--allow-root", "--LabApp.news_url=None",
-           "--LabApp.extension_manager=readonly", *extra]
+           f"--ServerApp.root_dir={root}", "--allow-root", *extra]
+    if app == "jupyterlab":
+        cmd += ["--LabApp.news_url=None", "--LabApp.extension_manager=readonly"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -134,6 +137,13 @@ def lab_showing_hidden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab
     mlpipe's JupyterLab extension disabled."""
     with _jupyter_lab(tmp_path_factory.mktemp("lab-hidden"),
                       "--ContentsManager.allow_hidden=True", lab_extension=False) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def notebook7(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """Jupyter Notebook 7 as installed, mlpipe's extensions included, dot-folders hidden."""
+    with _jupyter_lab(tmp_path_factory.mktemp("nb7"), app="notebook") as server:
         yield server
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -376,3 +377,46 @@ def test_without_the_lab_extension_the_link_opens_a_served_record(lab_showing_hi
     assert executed.url.split("?")[0].endswith("/hello/output.ipynb")
     assert executed.locator(".lm-TabBar-tabLabel", has_text="output.ipynb").count() >= 1
     executed.screenshot(path=str(artifacts / "executed-notebook-plain-link.png"))
+
+
+def test_notebook7_renders_the_widget_and_opens_a_record(notebook7, page, artifacts):
+    """Notebook 7, no extra install: the widget renders from the package's ES module, and the
+    executed notebook opens, read-only, through mlpipe's extension, in a new browser tab as
+    Notebook 7 opens every document."""
+    lab = notebook7
+    _write_notebook(lab.root / "nb7.ipynb", [
+        "%load_ext mlpipe_jupyter",
+        "%%step hello --outputs greeting --no-run\ngreeting = 'hello from a step'\n"
+        "print(greeting)",
+        "%%step shout --inputs greeting --outputs loud --no-run\nloud = greeting.upper()",
+        "run = %pipeline run\nrun",
+    ])
+    page.goto(f"{lab.url}/notebooks/nb7.ipynb?token={lab.token}")
+    page.wait_for_selector(".jp-Notebook", timeout=90_000)
+    # Notebook 7.6 itself rejects a settings load at start-up ("reading 'schema'", with or
+    # without mlpipe's extension): count only what happens after the page is up
+    page.wait_for_timeout(1000)
+    at_load = len(page.errors)  # type: ignore[attr-defined]
+    assert not any("mlpipe" in e for e in page.errors)  # type: ignore[attr-defined]
+    _run_all_cells(page, lab)
+    _wait_states(page, {"hello": "succeeded", "shout": "succeeded"})
+    widget = page.locator(".mlpipe-dag")
+    assert page.locator(".mlpipe-dag .mp-edge-label").all_text_contents() == ["greeting"]
+    page.locator(NODE.format("hello")).click()
+    link = widget.locator(".mp-open")
+    link.wait_for(timeout=30_000)
+    page.mouse.move(0, 0)
+    widget.screenshot(path=str(artifacts / "widget-notebook7.png"))
+    kernels = _kernel_count(lab)
+    with page.context.expect_page(timeout=30_000) as opened:
+        link.click()
+    executed = opened.value
+    executed.wait_for_function(
+        "document.querySelector('.jp-Notebook')?.textContent.includes('hello from a step')",
+        timeout=90_000)
+    assert "/notebooks/mlpipe:.mlpipe/runs/" in urllib.parse.unquote(executed.url)
+    assert executed.get_by_text("notebook is read-only").count() == 1
+    executed.wait_for_timeout(1500)
+    assert _kernel_count(lab) == kernels  # a record is read, never run
+    executed.screenshot(path=str(artifacts / "executed-notebook-notebook7.png"))
+    assert page.errors[at_load:] == []  # type: ignore[attr-defined]
