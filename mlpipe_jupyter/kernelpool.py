@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .stepkernel import exit_kernel, kernel_manager_class
+
 # read once at interpreter start: a kernel already running cannot take these on
 STARTUP_ENV = re.compile(r"(PYTHON|LD_|MALLOC|IPYTHON|JUPYTER|JPY_|PYDEVD|LC_|LANG$|TZ$)")
 # nbclient's own default: no history file per kernel
@@ -123,9 +125,7 @@ class KernelPool:
         # imported here, in the caller's thread, before the loop thread can need it: two
         # threads importing jupyter_client at once (ours, and papermill's import in a step)
         # can see its modules half-initialised (ImportError seen in the benchmarks)
-        from jupyter_client import AsyncKernelManager
-
-        self._manager_class = AsyncKernelManager
+        self._manager_class = kernel_manager_class()
         self.size = max(0, size)
         self.kernel_name = kernel_name
         self.startup_timeout = startup_timeout
@@ -181,7 +181,7 @@ class KernelPool:
         return result
 
     def release(self, kernel: Kernel, log_to: Path | None = None, wait: bool = True) -> None:
-        """Stop a step's kernel: a shutdown request first, so that files it left open are
+        """Stop a step's kernel: asked to exit first (exit_kernel), so that files it left open are
         flushed and atexit hooks run as with any kernel, SIGKILL if it lingers; then its
         process log is appended to `log_to`. wait=False returns at once; shutdown() still
         lets that exit finish."""
@@ -212,8 +212,8 @@ class KernelPool:
             fut.cancel()
         if not cancel:
             # Released without waiting means the step had no file outputs to flush, so these
-            # exits get a short grace, not shutdown_wait each: now and then a kernel ignores
-            # its shutdown request, which cost whole runs 5 s (W2 in docs/benchmarks.md).
+            # exits get a short grace, not shutdown_wait each. (They used to need it: a kernel
+            # asked with a shutdown_request now and then hung in exit; see exit_kernel.)
             deadline = time.monotonic() + EXIT_GRACE
             for fut in exiting:
                 with contextlib.suppress(Exception):
@@ -301,14 +301,8 @@ class KernelPool:
         # may run twice for one kernel (shutdown while it starts): killing is always attempted
         proc = kernel.process
         if graceful and not kernel.done and proc is not None and proc.poll() is None:
-            try:
-                await kernel.km.request_shutdown()
-                for _ in range(int(self.shutdown_wait / 0.005)):
-                    if proc.poll() is not None:
-                        break
-                    await asyncio.sleep(0.005)
-            except Exception:  # a kernel that cannot be asked is killed below
-                pass
+            with contextlib.suppress(Exception):  # a kernel that cannot be asked is killed below
+                await exit_kernel(kernel.km, self.shutdown_wait)
         kernel.kill()  # whatever it left in its process group goes too
         if proc is not None:
             await asyncio.get_running_loop().run_in_executor(None, _reap, proc)

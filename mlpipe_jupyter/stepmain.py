@@ -16,6 +16,7 @@ traceback); 2 anything else (the last line of stderr says what).
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -63,12 +64,17 @@ def _start_kernel(cwd: str, kernel_log: str | None):
     """A fresh kernel, started before papermill is imported so that the two overlap."""
     import os
 
-    from jupyter_client import AsyncKernelManager  # what nbclient and kernelpool.connect use
     from jupyter_core.utils import run_sync
 
-    km = AsyncKernelManager(kernel_name="python3")
+    from .kernelpool import KERNEL_ARGS
+    from .stepkernel import kernel_manager_class  # an AsyncKernelManager
+
+    km = kernel_manager_class()(kernel_name="python3")
     sink = open(kernel_log or os.devnull, "ab")  # noqa: SIM115  # lives as long as the kernel
-    run_sync(km.start_kernel)(cwd=cwd, stdout=sink, stderr=sink)
+    # KERNEL_ARGS as on the host: no IPython history database, created afresh in every
+    # container's empty HOME and written by a thread while the step runs
+    run_sync(km.start_kernel)(cwd=cwd, stdout=sink, stderr=sink,
+                              extra_arguments=list(KERNEL_ARGS))
     return km
 
 
@@ -105,11 +111,21 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     finally:
-        # graceful: the kernel flushes files it still holds open before they are published
-        from jupyter_core.utils import run_sync
-
-        run_sync(km.shutdown_kernel)(now=False)
+        _stop_kernel(km)
     return 0
+
+
+def _stop_kernel(km, wait: float = 5) -> None:
+    """Graceful, so that the kernel flushes files it still holds open before they are
+    published: asked to exit (stepkernel.exit_kernel: jupyter_client's shutdown_request can
+    leave ipykernel hanging in exit, and its exit is polled every 0.1 s), killed if it lingers."""
+    from jupyter_core.utils import run_sync
+
+    from .stepkernel import exit_kernel
+
+    with contextlib.suppress(Exception):  # a kernel that cannot be asked is killed below
+        run_sync(exit_kernel)(km, wait)
+    run_sync(km.shutdown_kernel)(now=True)  # kills what lingers, removes connection files
 
 
 if __name__ == "__main__":

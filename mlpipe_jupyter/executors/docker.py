@@ -250,8 +250,10 @@ class DockerExecutor(Executor):
         tail = self._follow(container, job)
         try:
             code = container.wait()["StatusCode"]
-            container.reload()
-            oom = bool(container.attrs["State"].get("OOMKilled"))
+            oom = False
+            if code != 0:  # an out-of-memory kill exits non-zero: no inspect call otherwise
+                container.reload()
+                oom = bool(container.attrs["State"].get("OOMKilled"))
         except Exception:
             if self.stop_reason(job) is not None:  # removed by cancel_run
                 raise self.stop_reason(job) from None
