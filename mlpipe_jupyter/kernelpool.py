@@ -32,12 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .stepkernel import exit_kernel, kernel_manager_class
+from .stepkernel import KERNEL_ARGS, exit_kernel, kernel_manager_class
 
 # read once at interpreter start: a kernel already running cannot take these on
 STARTUP_ENV = re.compile(r"(PYTHON|LD_|MALLOC|IPYTHON|JUPYTER|JPY_|PYDEVD|LC_|LANG$|TZ$)")
-# nbclient's own default: no history file per kernel
-KERNEL_ARGS = ["--HistoryManager.hist_file=:memory:"]
 ENTER = """\
 def __mlpipe_enter(cwd, env):
     import os

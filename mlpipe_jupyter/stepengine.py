@@ -38,6 +38,26 @@ def import_papermill():
     return papermill
 
 
+class LineWriter:
+    """A file-like sink for papermill's stdout/stderr that forwards whole lines."""
+
+    def __init__(self, emit) -> None:
+        self._emit = emit
+        self._buf = ""
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        *lines, self._buf = self._buf.split("\n")
+        for line in lines:
+            self._emit(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._buf:
+            self._emit(self._buf)
+            self._buf = ""
+
+
 def _track_progress(nb_man, report: Callable[[int, int], None]) -> None:
     total = sum(1 for c in nb_man.nb.cells if c.cell_type == "code")
     done = [0]

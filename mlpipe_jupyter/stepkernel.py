@@ -1,5 +1,6 @@
 """A step's kernel process: how it starts (`python -m mlpipe_jupyter.stepkernel`) and how it
-is asked to exit. Used by the warm pool on the host and by stepmain in a container.
+is asked to exit. Used by the warm pool on the host, as a docker step's whole command (the
+runner drives it: executors/kernelbridge.py), and by stepmain in a container.
 
 Import-light: this module is the kernel's `__main__`; jupyter_client is imported only by the
 functions that manage kernels.
@@ -11,8 +12,11 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+# nbclient's own default: no history file per kernel (nor one per container's empty HOME)
+KERNEL_ARGS = ["--HistoryManager.hist_file=:memory:"]
 # Modules ipykernel imports at start-up that a step kernel never uses, hidden while it
 # initialises (never afterwards, so a step's own code can import them). debugpy is a quarter of
 # a kernel's start-up CPU (about 0.08 of 0.3 CPU-s here), and a step runs in batch: no
@@ -96,18 +100,23 @@ if __mlpipe_loop is not None:
 EXIT_POLL = 0.005  # seconds between checks that a kernel process has exited
 
 
-async def exit_kernel(km, timeout: float) -> bool:
-    """Ask the kernel of `km` (an AsyncKernelManager) to exit; True once its process has
-    exited, False if it is still running after `timeout` s (the caller kills it)."""
-    proc = getattr(getattr(km, "provisioner", None), "process", None)
-    if proc is None or proc.poll() is not None:
+async def exit_kernel(km, timeout: float, exited: Callable[[], bool] | None = None) -> bool:
+    """Ask the kernel of `km` (an AsyncKernelManager) to exit; True once it has exited, False
+    if it is still running after `timeout` s (the caller kills it). `exited` tells when a
+    kernel this process did not start (one in a container) is gone."""
+    if exited is None:
+        proc = getattr(getattr(km, "provisioner", None), "process", None)
+        if proc is None:
+            return True
+        exited = lambda: proc.poll() is not None  # noqa: E731
+    if exited():
         return True
     kc = km.client()
     kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
     try:
         kc.execute(EXIT_CODE, silent=True, store_history=False, allow_stdin=False)
         deadline = time.monotonic() + timeout
-        while proc.poll() is None:
+        while not exited():
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(EXIT_POLL)

@@ -66,8 +66,7 @@ def _start_kernel(cwd: str, kernel_log: str | None):
 
     from jupyter_core.utils import run_sync
 
-    from .kernelpool import KERNEL_ARGS
-    from .stepkernel import kernel_manager_class  # an AsyncKernelManager
+    from .stepkernel import KERNEL_ARGS, kernel_manager_class  # an AsyncKernelManager
 
     km = kernel_manager_class()(kernel_name="python3")
     sink = open(kernel_log or os.devnull, "ab")  # noqa: SIM115  # lives as long as the kernel

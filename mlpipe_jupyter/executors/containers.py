@@ -1,13 +1,16 @@
 """What a step's container looks like, and how containers are found again. Pure except for
 `collect_garbage`, which is handed a docker client.
 
-A step's container runs `python -m mlpipe_jupyter.stepmain` with:
+A step's container runs the step's kernel (`python -m mlpipe_jupyter.stepkernel`, driven from
+the runner over sockets in /mlpipe/kernel: kernelbridge.py) or, where the runner cannot reach
+such sockets, papermill and the kernel (`python -m mlpipe_jupyter.stepmain`), with:
 
     /mlpipe/work            the step's working directory (rw, the cwd)
     /mlpipe/work/<path>     each file input, read-only
     /mlpipe/inputs/<name>   each variable input's artifact directory, read-only
     /mlpipe/outputs         where the outputs cell writes variable artifacts (rw)
     /mlpipe/step            the step's run directory: step notebook, executed notebook (rw)
+    /mlpipe/kernel          the kernel's connection file and sockets (rw, kernel only)
 
 Labels `mlpipe.run`, `mlpipe.step` and `mlpipe.owner` (host:pid:start-time of the runner
 process) let a run cancel its containers and `mlpipe gc` find those of runners that died.
@@ -26,6 +29,8 @@ from ..stepargs import parse_memory
 from .base import StepJob
 
 WORK, INPUTS, OUTPUTS, STEP = "/mlpipe/work", "/mlpipe/inputs", "/mlpipe/outputs", "/mlpipe/step"
+KERNEL = "/mlpipe/kernel"
+PYTHON = "/opt/mlpipe/bin/python"
 NOTEBOOK = "/mlpipe/notebook.ipynb"  # only when the notebook is not in the step directory
 JOB_FILE = "container.json"
 RUN_LABEL, STEP_LABEL, OWNER_LABEL = "mlpipe.run", "mlpipe.step", "mlpipe.owner"
@@ -80,21 +85,28 @@ def io_paths(job: StepJob) -> dict:
 
 
 def container_kwargs(job: StepJob, *, image: str, user: tuple[int, int], network: str | None,
-                     owner: str) -> dict[str, Any]:
-    """The `containers.create()` arguments for one attempt of a step. Pure."""
+                     owner: str, kernel: tuple[Path, str] | None = None) -> dict[str, Any]:
+    """The `containers.create()` arguments for one attempt of a step. Pure. `kernel`: (host
+    directory, connection file in the container) to run only the kernel, else stepmain."""
     step = job.step
     step_dir = job.output.parent
     mounts = [_bind(job.workdir, WORK, False), _bind(job.outputs_dir, OUTPUTS, False),
               _bind(step_dir, STEP, False)]
-    if job.notebook.parent != step_dir:
-        mounts.append(_bind(job.notebook, NOTEBOOK, True))
+    if kernel is not None:
+        from ..stepkernel import KERNEL_ARGS
+
+        mounts.append(_bind(kernel[0], KERNEL, False))
+        command = [PYTHON, "-m", "mlpipe_jupyter.stepkernel", "-f", kernel[1], *KERNEL_ARGS]
+    else:
+        command = [PYTHON, "-m", "mlpipe_jupyter.stepmain", f"{STEP}/{JOB_FILE}"]
+        if job.notebook.parent != step_dir:
+            mounts.append(_bind(job.notebook, NOTEBOOK, True))
     mounts += [_bind(path, f"{INPUTS}/{name}", True) for name, path in sorted(job.inputs.items())]
     mounts += [_bind(path, f"{WORK}/{rel.rstrip('/')}", True)
                for rel, path in sorted(job.files.items())]
     kwargs: dict[str, Any] = {
         "image": image,
-        "command": ["/opt/mlpipe/bin/python", "-m", "mlpipe_jupyter.stepmain",
-                    f"{STEP}/{JOB_FILE}"],
+        "command": command,
         "name": f"mlpipe-{job.run_id}-{step.name}-{job.attempt}",
         "user": f"{user[0]}:{user[1]}",
         "working_dir": WORK,

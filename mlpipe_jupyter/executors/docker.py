@@ -1,9 +1,12 @@
 """The `docker` executor: every step in its own container, from the pipeline's runtime image.
 
-A step's container (its mounts and labels: containers.py) runs `python -m
-mlpipe_jupyter.stepmain` (papermill in-process, a fresh kernel) as the invoking user's uid:gid,
-its output streamed into the step's log live, and is removed when the step ends, is cancelled or
-times out. The Docker socket is never mounted.
+A step's container (its mounts and labels: containers.py) runs the step's fresh kernel as the
+invoking user's uid:gid, and is removed when the step ends, is cancelled or times out. Papermill
+runs in the runner and drives that kernel over sockets in a mounted directory (kernelbridge.py),
+as the local executor drives its kernels; where the runner cannot reach such sockets (Docker
+Desktop's VM, a remote daemon) the container runs papermill too (stepmain) and its output is
+streamed into the step's log. Option `papermill` (host|container, MLPIPE_DOCKER_PAPERMILL)
+chooses. The Docker socket is never mounted.
 
 No memory or CPU limit is set unless the step asks (`--memory`, `--cpus`): a default cap would
 kill honest data-science steps on big machines with no hint why; a step that asks gets a hard
@@ -19,7 +22,7 @@ import json
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from ..errors import ExecutorError, MlpipeError, StepFailed, UsageError
 from ..spec import PipelineSpec, StepSpec
 from ..stepargs import NETWORKS
 from ..stepbook import failure_from_notebook
+from . import kernelbridge
 from .base import Executor, StepJob
 from .containers import (
     JOB_FILE,
@@ -39,60 +43,27 @@ from .containers import (
     owner_label,
     parse_user,
 )
+from .daemon import (
+    PING_TIMEOUT,
+    ContainerWatch,
+    connect,
+    daemon_address,
+    daemon_down,
+    docker_error,
+    remove_quietly,
+)
 
-PING_TIMEOUT = 2
-
-
-def daemon_address() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def daemon_down(detail: str = "") -> ExecutorError:
-    return ExecutorError(
-        f"no Docker daemon answers at {daemon_address()}: start it (`sudo dockerd &` or "
-        "`systemctl start docker`) or use `--executor local`" + (f" ({detail})" if detail else ""),
-        cause="daemon")
-
-
-def connect(timeout: float | None = None):
-    """A docker client, or a one-line ExecutorError saying how to get a daemon."""
-    try:
-        import docker
-    except ImportError:
-        raise ExecutorError("the `docker` Python package is not installed (pip install docker);"
-                            " or use `--executor local`", cause="sdk") from None
-    try:
-        client = docker.from_env(timeout=timeout or 60)
-        client.ping()
-    except Exception:
-        raise daemon_down() from None
-    return client
-
-
-def docker_error(exc: BaseException, *, step: str | None = None) -> MlpipeError | None:
-    """A docker SDK or transport error as one clear line; None when it is neither."""
-    try:
-        from docker import errors
-        from requests.exceptions import ConnectionError as RequestsConnectionError
-    except ImportError:
-        return None
-    where = f"step `{step}`: " if step else ""
-    if isinstance(exc, RequestsConnectionError) or (
-            isinstance(exc, errors.DockerException) and "Connection" in str(exc)
-            and not isinstance(exc, errors.APIError)):
-        err = daemon_down()
-        return ExecutorError(where + err.message, step=step, cause="daemon")
-    if isinstance(exc, errors.ImageNotFound):
-        return ExecutorError(f"{where}image not found: {exc.explanation or exc}", step=step,
-                             cause="image-not-found")
-    if isinstance(exc, errors.APIError):
-        text = " ".join(str(exc.explanation or exc).split())
-        return ExecutorError(f"{where}Docker refused: {text}", step=step, cause="docker")
-    return None
+KERNEL_START_TIMEOUT = 60  # s for a container's kernel to bind its sockets
+EXIT_WAIT = 5  # s a kernel holding file outputs gets to exit (and flush them)
+EXIT_GRACE = 1  # s any other finished kernel gets before its container is removed
+PAPERMILL_IN = ("host", "container")
+_IMPORTS = threading.Lock()
 
 
 class DockerExecutor(Executor):
-    """Options: `network` (none|bridge, the run's default), `base_image`, `user` (UID[:GID])."""
+    """Options: `network` (none|bridge, the run's default), `base_image`, `user` (UID[:GID]),
+    `papermill` (host|container: where papermill runs; default host where it can reach the
+    container's sockets)."""
 
     name = "docker"
 
@@ -105,6 +76,14 @@ class DockerExecutor(Executor):
                              "as another user", option="user")
         self.network: str | None = options.get("network")
         self.base_image: str | None = options.get("base_image")
+        where = options.get("papermill") or os.environ.get("MLPIPE_DOCKER_PAPERMILL") or (
+            "host" if kernelbridge.usable(daemon_address()) else "container")
+        if where not in PAPERMILL_IN:
+            raise UsageError(f"executor option papermill={where}: use one of "
+                             f"{', '.join(PAPERMILL_IN)}", option="papermill")
+        self.papermill_in: str = where
+        self._kernel_files: dict[int, kernelbridge.KernelFiles] = {}
+        self._exits: dict[int, Callable[[], None]] = {}  # id(job) -> ask its kernel to exit
         self._client = None
         self._images: dict[str | None, str] = {}
         self._containers: dict[int, Any] = {}  # id(job) -> container
@@ -218,6 +197,71 @@ class DockerExecutor(Executor):
 
     def execute(self, job: StepJob, parameters: dict[str, Any]) -> None:
         image = self.environment(job.step)
+        if self.papermill_in == "host":
+            self._drive_kernel(job, parameters, image)
+        else:
+            self._run_stepmain(job, parameters, image)
+
+    def _drive_kernel(self, job: StepJob, parameters: dict[str, Any], image: str) -> None:
+        """Papermill here, the kernel in the container (kernelbridge.py)."""
+        from jupyter_core.utils import run_sync
+
+        from ..stepengine import LineWriter, import_papermill, step_engine
+        from ..stepkernel import exit_kernel
+
+        files = kernelbridge.kernel_files(self.user)
+        self._kernel_files[id(job)] = files
+        container = self._start(job, container_kwargs(
+            job, image=image, user=self.user, network=self.network, owner=self._owner,
+            kernel=(files.host_dir, files.container_file)))
+        watch = ContainerWatch(container, job.output.parent / "kernel.log")
+        with _IMPORTS:  # while the container boots; one thread at a time (see kernelpool)
+            papermill = import_papermill()
+            engine = step_engine()
+        alive = watch.running
+        out, err = LineWriter(job.log), LineWriter(job.log)
+        km = None
+        try:
+            kernelbridge.wait_ready(files, alive, KERNEL_START_TIMEOUT)
+            km = kernelbridge.kernel_manager(
+                files, alive=alive, interrupt=lambda: container.kill(signal="SIGINT"))
+            papermill.execute_notebook(
+                str(job.notebook), str(job.output), parameters=parameters,
+                engine_name=engine, kernel_name="python3", progress_bar=False,
+                log_output=False, stdout_file=out, stderr_file=err, mlpipe_km=km,
+                mlpipe_cwd=job.workdir, mlpipe_progress=job.progress,
+                mlpipe_cancelled=job.cancel.is_set)
+        except Exception:
+            if self.stop_reason(job) is not None:
+                raise self.stop_reason(job) from None
+            if watch.exited.wait(2 if not alive() else 0):  # the kernel died with its container
+                code = watch.code if watch.code is not None else -1
+                raise self._failure(job, code, self._oom(container), watch.tail()) from None
+            raise
+        finally:
+            out.flush()
+            err.flush()
+            if self.user != (os.getuid(), os.getgid()):  # written here, for the step's user
+                for path in (job.output, job.output.parent / "kernel.log"):
+                    with contextlib.suppress(OSError):
+                        os.chown(path, *self.user)
+            if km is not None and alive():
+                def ask_exit(wait: float, km=km) -> None:
+                    with contextlib.suppress(Exception):
+                        run_sync(exit_kernel)(km, wait, exited=watch.exited.is_set)
+
+                # file outputs are complete once the kernel has exited (it may hold them open);
+                # variable outputs were written and closed by the outputs cell, so that exit
+                # happens off the step's critical path, before its container is removed
+                if job.step.file_outputs:
+                    ask_exit(EXIT_WAIT)
+                else:
+                    self._exits[id(job)] = lambda: ask_exit(EXIT_GRACE)
+        if job.cancel.is_set():
+            raise self.stop_reason(job)
+
+    def _run_stepmain(self, job: StepJob, parameters: dict[str, Any], image: str) -> None:
+        """Papermill and the kernel in the container, its output streamed here."""
         step_dir = job.output.parent
         notebook = (f"{STEP}/{job.notebook.name}" if job.notebook.parent == step_dir
                     else NOTEBOOK)
@@ -225,8 +269,30 @@ class DockerExecutor(Executor):
             "notebook": notebook, "output": f"{STEP}/{job.output.name}",
             "parameters": repr(parameters), "kernel_log": f"{STEP}/kernel.log", "image": image,
         }, indent=1), encoding="utf-8")
-        kwargs = container_kwargs(job, image=image, user=self.user, network=self.network,
-                                  owner=self._owner)
+        container = self._start(job, container_kwargs(
+            job, image=image, user=self.user, network=self.network, owner=self._owner))
+        tail = self._follow(container, job)
+        try:
+            code = container.wait()["StatusCode"]
+            oom = code != 0 and self._oom(container)  # an OOM kill exits non-zero
+        except Exception:
+            if self.stop_reason(job) is not None:  # removed by cancel_run
+                raise self.stop_reason(job) from None
+            raise
+        if self.stop_reason(job) is not None:
+            raise self.stop_reason(job)
+        if code != 0:
+            raise self._failure(job, code, oom, tail)
+
+    @staticmethod
+    def _oom(container) -> bool:
+        with contextlib.suppress(Exception):  # removed meanwhile: no verdict
+            container.reload()
+            return bool(container.attrs["State"].get("OOMKilled"))
+        return False
+
+    def _start(self, job: StepJob, kwargs: dict[str, Any]):
+        """Create and start the step's container; job.stop kills it from another thread."""
         container = self.client.containers.create(**kwargs)
         with self._lock:
             self._containers[id(job)] = container
@@ -247,21 +313,7 @@ class DockerExecutor(Executor):
                     f"step `{job.step.name}` was stopped", step=job.step.name)
             container.start()
             state["started"] = True
-        tail = self._follow(container, job)
-        try:
-            code = container.wait()["StatusCode"]
-            oom = False
-            if code != 0:  # an out-of-memory kill exits non-zero: no inspect call otherwise
-                container.reload()
-                oom = bool(container.attrs["State"].get("OOMKilled"))
-        except Exception:
-            if self.stop_reason(job) is not None:  # removed by cancel_run
-                raise self.stop_reason(job) from None
-            raise
-        if self.stop_reason(job) is not None:
-            raise self.stop_reason(job)
-        if code != 0:
-            raise self._failure(job, code, oom, tail)
+        return container
 
     def _follow(self, container, job: StepJob) -> list[str]:
         """Stream the container's output into the step's log and progress, live; return the
@@ -311,9 +363,15 @@ class DockerExecutor(Executor):
             container = self._containers.pop(id(job), None)
         if container is not None:
             # off the step's critical path (0.1-0.2 s); end_run waits for it and sweeps by label
-            removal = threading.Thread(target=_remove_quietly, args=(container,), daemon=True)
+            removal = threading.Thread(
+                target=remove_quietly, daemon=True,
+                args=(container, self._exits.pop(id(job), None),
+                      self._kernel_files.pop(id(job), None)))
             removal.start()
             self._removals.append(removal)
+        files = self._kernel_files.pop(id(job), None)  # no container was created
+        if files is not None:
+            files.remove()
         for path in self._placeholders.pop(id(job), []):
             try:
                 if path.is_dir():
@@ -333,12 +391,6 @@ class DockerExecutor(Executor):
                                  "Container Toolkit), or drop --gpus", step=job.step.name,
                                  option="--gpus", cause="gpus")
         return docker_error(exc, step=job.step.name) or super().translate(job, exc)
-
-
-def _remove_quietly(container) -> None:
-    # gone already (cancel_run), or the daemon went away: nothing left to release
-    with contextlib.suppress(Exception):
-        container.remove(force=True)
 
 
 __all__ = ["DockerExecutor", "connect", "daemon_down", "docker_error"]

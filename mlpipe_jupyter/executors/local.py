@@ -18,28 +18,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..stepengine import import_papermill, step_engine
+from ..stepengine import LineWriter, import_papermill, step_engine
 from .base import Executor, StepJob
-
-
-class _LineWriter:
-    """A file-like sink for papermill's stdout/stderr that forwards whole lines."""
-
-    def __init__(self, emit) -> None:
-        self._emit = emit
-        self._buf = ""
-
-    def write(self, text: str) -> int:
-        self._buf += text
-        *lines, self._buf = self._buf.split("\n")
-        for line in lines:
-            self._emit(line)
-        return len(text)
-
-    def flush(self) -> None:
-        if self._buf:
-            self._emit(self._buf)
-            self._buf = ""
 
 
 class LocalExecutor(Executor):
@@ -103,8 +83,8 @@ class LocalExecutor(Executor):
         engine = step_engine()
         kernel = pending()
         job.stop = kernel.kill
-        out = _LineWriter(job.log)
-        err = _LineWriter(job.log)
+        out = LineWriter(job.log)
+        err = LineWriter(job.log)
         try:
             if job.cancel.is_set() or job.timed_out.is_set():
                 raise self.stop_reason(job)

@@ -199,9 +199,15 @@ def test_a_step_image_gets_the_runtime_layers_and_a_missing_one_is_named(noteboo
 
 
 # -- steps in containers -----------------------------------------------------------------------
-def test_step_failure_names_the_cell_and_keeps_the_traceback(notebook_dir, client):
+# papermill runs in the runner and drives the kernel in the container (the default here), or
+# runs in the container (where the runner cannot reach the container's sockets)
+BOTH = pytest.mark.parametrize("papermill", ["host", "container"])
+
+
+@BOTH
+def test_step_failure_names_the_cell_and_keeps_the_traceback(notebook_dir, client, papermill):
     write_notebook(notebook_dir / "p.ipynb", ["%%step boom\nx = 1\nraise ValueError('bad value')"])
-    result, run = cli_run(notebook_dir, "p.ipynb")
+    result, run = cli_run(notebook_dir, "p.ipynb", env={"MLPIPE_DOCKER_PAPERMILL": papermill})
     assert result.returncode == 1
     message = "step `boom` failed in the step code, line 2: ValueError: bad value"
     assert message in result.stdout
@@ -295,13 +301,15 @@ class Recorder(RunListener):
         self.states.append((time.monotonic(), step, state))
 
 
-def test_output_is_streamed_live_with_progress_and_env(notebook_dir, client):
+@BOTH
+def test_output_is_streamed_live_with_progress_and_env(notebook_dir, client, papermill):
     recorder = Recorder()
     runner, state = run_pipeline(notebook_dir, [
         "%%step talk --env GREETING=hello\nimport os, sys, time\n"
         "print(os.environ['GREETING'], os.environ['MLPIPE_STEP'], flush=True)\n"
         "print('to stderr', file=sys.stderr, flush=True)\n"
-        "time.sleep(3)\nprint('second', end='')"], listeners=[recorder])
+        "time.sleep(3)\nprint('second', end='')"], listeners=[recorder],
+        executor_options={"papermill": papermill})
     assert state == "succeeded"
     lines = {line: at for at, step, line in recorder.lines if step == "talk"}
     assert {"hello talk", "to stderr", "second"} <= set(lines)
@@ -311,6 +319,33 @@ def test_output_is_streamed_live_with_progress_and_env(notebook_dir, client):
     assert [d for d, _ in recorder.progress] == sorted(d for d, _ in recorder.progress)
     log = (runner.home.step_dir(runner.run_id, "talk") / "log.txt").read_text().splitlines()
     assert log == ["hello talk", "to stderr", "second"]  # no progress markers in the log
+
+
+def test_the_container_runs_only_the_kernel_driven_from_the_runner(notebook_dir, client):
+    before = set(Path("/tmp").glob("mlpipe-k*"))
+    runner, state = run_pipeline(notebook_dir, [
+        "%%step look --outputs procs\nimport os\nprocs = []\n"
+        "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    try:\n"
+        "        procs.append(open(f'/proc/{pid}/cmdline').read().replace('\\0', ' ').strip())\n"
+        "    except OSError:\n"
+        "        pass"])
+    assert state == "succeeded", stored_run(runner)
+    procs = [p for p in runner.artifacts.load(runner.outputs["look"]["procs"]) if p]
+    # docker-init (tini, pid 1) and the kernel it started: nothing else
+    assert len(procs) == 2, procs
+    init, kernel = sorted(procs, key=lambda p: not p.startswith("/sbin/docker-init -- "))
+    assert init.startswith("/sbin/docker-init -- "), procs
+    assert kernel.startswith("/opt/mlpipe/bin/python -m mlpipe_jupyter.stepkernel -f "
+                             "/mlpipe/kernel/kernel.json"), procs
+    assert not any("papermill" in p or "stepmain" in p for p in procs), procs
+    # the executed notebook was written by the runner, the kernel's own output kept apart
+    step_dir = runner.home.step_dir(runner.run_id, "look")
+    assert "procs" in (step_dir / "output.ipynb").read_text()
+    assert "/mlpipe/kernel/kernel.json" in (step_dir / "kernel.log").read_text()
+    # the sockets' directory goes with the container
+    assert set(Path("/tmp").glob("mlpipe-k*")) - before == set()
+    assert containers(client, runner.run_id) == []
 
 
 NETWORK = """\

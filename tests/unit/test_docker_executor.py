@@ -3,6 +3,7 @@ inputs and outputs, log line splitting, progress lines, users, owners, and error
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mlpipe_jupyter.errors import UsageError
-from mlpipe_jupyter.executors import executors
+from mlpipe_jupyter.executors import executors, kernelbridge
 from mlpipe_jupyter.executors.base import StepJob
 from mlpipe_jupyter.executors.containers import (
     LineSplitter,
@@ -181,3 +182,47 @@ def test_run_level_network_option_of_the_magic_and_the_cli():
     assert ma.parse_argstring(_run_args, "").network is None
     help_text = CliRunner().invoke(main, ["run", "--help"]).output
     assert "--network [none|bridge]" in help_text
+
+
+def test_a_kernel_container_runs_the_kernel_on_sockets_in_a_mounted_directory(tmp_path):
+    kw = container_kwargs(job(tmp_path), image="sha256:img", user=(1234, 99), network=None,
+                          owner="host:1:2", kernel=(tmp_path / "k", "/mlpipe/kernel/kernel.json"))
+    assert kw["command"] == ["/opt/mlpipe/bin/python", "-m", "mlpipe_jupyter.stepkernel", "-f",
+                             "/mlpipe/kernel/kernel.json", "--HistoryManager.hist_file=:memory:"]
+    mounts = {m["Target"]: (m["Source"], m["ReadOnly"]) for m in kw["mounts"]}
+    assert mounts["/mlpipe/kernel"] == (str(tmp_path / "k"), False)
+    assert "/mlpipe/notebook.ipynb" not in mounts  # papermill reads it in the runner
+    assert kw["user"] == "1234:99" and kw["init"] is True
+
+
+def test_kernel_files_give_each_side_its_own_socket_paths(tmp_path):
+    files = kernelbridge.kernel_files((os.getuid(), os.getgid()))
+    try:
+        assert files.host_dir.stat().st_mode & 0o777 == 0o700  # the key and sockets are ours
+        inside = json.loads((files.host_dir / "kernel.json").read_text())
+        assert inside["transport"] == "ipc" and inside["ip"] == "/mlpipe/kernel/k"
+        assert inside["key"] == files.key and len(files.key) == 64
+        host = files.info(str(files.host_dir / "k"))
+        # the longest socket path the runner connects to fits a unix socket's 107 bytes
+        assert len(f"{host['ip']}-{max(kernelbridge.PORTS.values())}") < 107
+        assert not files.ready()
+        for port in kernelbridge.PORTS.values():
+            (files.host_dir / f"k-{port}").touch()
+        assert files.ready()
+    finally:
+        files.remove()
+    assert not files.host_dir.exists()
+    assert kernelbridge.usable("unix:///var/run/docker.sock")
+    assert not kernelbridge.usable("tcp://10.0.0.2:2376")  # a remote daemon: stepmain
+
+
+def test_where_papermill_runs_is_host_or_container(monkeypatch):
+    monkeypatch.delenv("MLPIPE_DOCKER_PAPERMILL", raising=False)
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    assert DockerExecutor().papermill_in == "host"
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.2:2376")
+    assert DockerExecutor().papermill_in == "container"
+    assert DockerExecutor(papermill="host").papermill_in == "host"
+    with pytest.raises(UsageError, match="executor option papermill=vm: use one of host, "
+                                         "container"):
+        DockerExecutor(papermill="vm")

@@ -1,0 +1,127 @@
+"""A step's kernel in its container, driven from the runner's process.
+
+The container runs nothing but the step's kernel (`python -m mlpipe_jupyter.stepkernel`);
+papermill runs in the runner, as for the local executor, and talks to the kernel over ZMQ `ipc`
+sockets in a small directory mounted into the container. A container then spends no CPU on
+importing papermill and jupyter_client (about half of a container's 0.72 CPU-s, measured with
+bench/w2.py), and a step needs no network for its kernel (`--network none` still works).
+
+Unix sockets on a bind mount only work when the daemon runs on this machine's kernel: Linux
+and a daemon socket on this host. Elsewhere (Docker Desktop's VM, a remote DOCKER_HOST) the
+container runs papermill itself (stepmain).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .containers import KERNEL
+
+CONNECTION_FILE = "kernel.json"
+# ipc endpoints are `<ip>-<port>`: five small numbers under a short prefix keep the host's
+# socket paths far below the 107-byte limit of a unix socket path
+PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
+PREFIX = "k"
+POLL = 0.005  # seconds between checks that the kernel's sockets exist
+
+
+def usable(daemon_address: str) -> bool:
+    """Whether the runner can reach a container's unix sockets through a bind mount."""
+    return sys.platform.startswith("linux") and daemon_address.startswith("unix://")
+
+
+@dataclass
+class KernelFiles:
+    """The host directory mounted at KERNEL: the connection file and, once the kernel has
+    bound them, its sockets."""
+
+    host_dir: Path
+    key: str
+
+    def info(self, prefix: str) -> dict:
+        return {"transport": "ipc", "ip": prefix, **PORTS, "key": self.key,
+                "signature_scheme": "hmac-sha256", "kernel_name": "python3"}
+
+    @property
+    def container_file(self) -> str:
+        return f"{KERNEL}/{CONNECTION_FILE}"
+
+    def ready(self) -> bool:
+        return all((self.host_dir / f"{PREFIX}-{port}").exists() for port in PORTS.values())
+
+    def remove(self) -> None:
+        shutil.rmtree(self.host_dir, ignore_errors=True)
+
+
+def kernel_files(user: tuple[int, int]) -> KernelFiles:
+    """A fresh directory with the connection file as the container sees it (a new key per
+    step), owned by the container's user, who binds the sockets there."""
+    host_dir = Path(tempfile.mkdtemp(prefix="mlpipe-k", dir="/tmp"))
+    files = KernelFiles(host_dir=host_dir, key=secrets.token_hex(32))
+    path = host_dir / CONNECTION_FILE
+    path.write_text(json.dumps(files.info(f"{KERNEL}/{PREFIX}")), encoding="utf-8")
+    if user != (os.getuid(), os.getgid()):
+        os.chown(host_dir, *user)
+        os.chown(path, *user)
+    return files
+
+
+def wait_ready(files: KernelFiles, alive: Callable[[], bool], timeout: float) -> None:
+    """Until the kernel has bound its sockets: connecting earlier costs ZMQ's 0.1 s reconnect."""
+    deadline = time.monotonic() + timeout
+    while not files.ready():
+        if not alive():
+            raise RuntimeError("the step's container exited before its kernel started")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the kernel in the step's container did not start in "
+                               f"{timeout:g} s")
+        time.sleep(POLL)
+
+
+_MANAGER_CLASS = None
+_LOCK = threading.Lock()
+
+
+def kernel_manager(files: KernelFiles, *, alive: Callable[[], bool],
+                   interrupt: Callable[[], None]):
+    """A jupyter_client AsyncKernelManager for the kernel in the container: its clients
+    connect to the host side of the sockets; alive and interrupt go through the container."""
+    global _MANAGER_CLASS
+    with _LOCK:
+        if _MANAGER_CLASS is None:
+            from jupyter_client import AsyncKernelManager
+
+            class ContainerKernelManager(AsyncKernelManager):
+                alive: Callable[[], bool] = staticmethod(lambda: False)
+                interrupter: Callable[[], None] = staticmethod(lambda: None)
+
+                @property
+                def has_kernel(self) -> bool:  # started by Docker, not by this manager
+                    return True
+
+                async def _async_is_alive(self) -> bool:
+                    return self.alive()
+
+                is_alive = _async_is_alive
+
+                async def _async_interrupt_kernel(self) -> None:
+                    self.interrupter()
+
+                interrupt_kernel = _async_interrupt_kernel
+
+            _MANAGER_CLASS = ContainerKernelManager
+    km = _MANAGER_CLASS(kernel_name="python3")
+    km.alive = alive
+    km.interrupter = interrupt
+    km.load_connection_info(files.info(str(files.host_dir / PREFIX)))
+    return km
