@@ -406,17 +406,19 @@ function render({ model, el: host }) {
     }
     const urls = documentUrls(nb.href);
     const path = el("code", { class: "mp-path", text: nb.path, title: "executed notebook" }, links);
+    // not in JupyterLab or Notebook 7 (VS Code, ...), or outside the server's root: the path
+    // is what we have
+    if (!urls) return;
     if (document.body.dataset.mlpipeRecords) {
       // our JupyterLab extension opens records (hidden under .mlpipe) in a read-only tab
-      const a = el("a", { class: "mp-open", href: urls ? urls.href : "#", target: "_blank", rel: "noopener", text: "Open executed notebook" });
+      const a = el("a", { class: "mp-open", href: urls.href, target: "_blank", rel: "noopener", text: "Open executed notebook" });
       a.addEventListener("click", (e) => {
         const ask = new CustomEvent(OPEN_EVENT, { bubbles: true, cancelable: true, detail: { path: nb.href } });
-        if (!a.dispatchEvent(ask) || !urls) e.preventDefault();
+        if (!a.dispatchEvent(ask)) e.preventDefault();
       });
       links.insertBefore(a, path);
       return;
     }
-    if (!urls) return; // not in JupyterLab or Notebook 7 (VS Code, ...): the path is what we have
     const a = el("a", { class: "mp-open", href: urls.href, target: "_blank", rel: "noopener", text: "Open executed notebook ↗" });
     links.insertBefore(a, path);
     probe(urls.api).then((status) => {
