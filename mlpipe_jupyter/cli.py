@@ -270,7 +270,7 @@ def image_build(notebook, base_image, quiet):
 @click.option("--home", default=None, help="State directory whose interrupted runs to mark "
               "failed (default: ./.mlpipe).")
 def gc(everything, images, dry_run, home):
-    """Remove containers left behind by runs whose runner died (killed, crashed).
+    """Remove containers (and temp dirs) left behind by runs whose runner died.
 
     A container is left behind when the `mlpipe run` (or kernel) that started it is no longer
     alive on this host, as its `mlpipe.owner` label tells; containers of live runs are left to
@@ -285,6 +285,9 @@ def gc(everything, images, dry_run, home):
         from .store import RunStore
 
         RunStore(where.db).close()  # opening it marks runs of dead runners failed
+    from .scratch import sweep
+
+    scratch = sweep(dry_run=dry_run)  # kernel logs and sockets of runners that died
     try:
         client = connect()
         removed = collect_garbage(client, everything=everything, dry_run=dry_run)
@@ -301,8 +304,12 @@ def gc(everything, images, dry_run, home):
                    f"{entry['status']}: {entry['why']})")
     for name in stale:
         click.echo(f"{verb} image {name} (built from other mlpipe files)")
+    for path in scratch:
+        click.echo(f"{verb} {path} (scratch of a runner that is gone)")
     click.echo(f"{verb} {len(removed)} container{'s' if len(removed) != 1 else ''}"
-               + (f" and {len(stale)} image{'s' if len(stale) != 1 else ''}" if images else ""))
+               + (f" and {len(stale)} image{'s' if len(stale) != 1 else ''}" if images else "")
+               + (f" and {len(scratch)} scratch director{'ies' if len(scratch) != 1 else 'y'}"
+                  if scratch else ""))
 
 
 if __name__ == "__main__":

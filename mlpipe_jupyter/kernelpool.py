@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .scratch import scratch_dir
 from .stepkernel import KERNEL_ARGS, exit_kernel, kernel_manager_class
 
 # read once at interpreter start: a kernel already running cannot take these on
@@ -134,7 +134,7 @@ class KernelPool:
         self._exiting: set[Future] = set()  # graceful exits released without waiting
         self._lock = threading.Lock()
         self._closed = False
-        self._scratch = Path(tempfile.mkdtemp(prefix="mlpipe-kernels-"))
+        self._scratch = scratch_dir("kernels")
         self._count = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="mlpipe-kernels",

@@ -18,13 +18,13 @@ import os
 import secrets
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..scratch import scratch_dir
 from .containers import KERNEL
 
 CONNECTION_FILE = "kernel.json"
@@ -66,7 +66,7 @@ class KernelFiles:
 def kernel_files(user: tuple[int, int]) -> KernelFiles:
     """A fresh directory with the connection file as the container sees it (a new key per
     step), owned by the container's user, who binds the sockets there."""
-    host_dir = Path(tempfile.mkdtemp(prefix="mlpipe-k", dir="/tmp"))
+    host_dir = scratch_dir("k", root=Path("/tmp"))  # short: unix socket paths
     files = KernelFiles(host_dir=host_dir, key=secrets.token_hex(32))
     path = host_dir / CONNECTION_FILE
     path.write_text(json.dumps(files.info(f"{KERNEL}/{PREFIX}")), encoding="utf-8")
