@@ -20,18 +20,10 @@ def scratch_dir(kind: str, *, root: Path | None = None) -> Path:
                                  dir=str(root) if root else None))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep(*, roots: tuple[Path, ...] | None = None, dry_run: bool = False) -> list[Path]:
     """Remove the scratch directories whose runner is no longer alive; return them."""
+    from .store import process_alive
+
     roots = roots or (*ROOTS, Path(tempfile.gettempdir()))
     found: list[Path] = []
     for root in dict.fromkeys(roots):  # the same dir once, in order
@@ -43,7 +35,7 @@ def sweep(*, roots: tuple[Path, ...] | None = None, dry_run: bool = False) -> li
             m = NAME.match(path.name)
             if m is None or not path.is_dir() or path.is_symlink():
                 continue
-            if _alive(int(m["pid"])):
+            if process_alive(int(m["pid"])):
                 continue  # its runner's, or a new process's with that pid: left alone
             if not dry_run:
                 shutil.rmtree(path, ignore_errors=True)

@@ -11,6 +11,7 @@ cell), always at the start and at the end. Measured in docs/benchmarks.md.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -22,20 +23,44 @@ SAVE_EVERY = 1.0  # seconds between saves of the executed notebook while cells r
 _UNNEEDED = ("rfc3987_syntax", "pyarrow.fs")
 
 
+_IMPORT = threading.Lock()
+
+
 def import_papermill():
-    if "papermill" not in sys.modules and "ipykernel" not in sys.modules:
-        hidden = [m for m in _UNNEEDED if m not in sys.modules]
-        for name in hidden:
-            sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
-        try:
-            import papermill
-        finally:
+    # one thread at a time: step threads importing jupyter_client (via nbclient) at once can
+    # see its modules half-initialised (an ImportError seen in the benchmarks)
+    with _IMPORT:
+        if "papermill" not in sys.modules and "ipykernel" not in sys.modules:
+            hidden = [m for m in _UNNEEDED if m not in sys.modules]
             for name in hidden:
-                if sys.modules.get(name, 0) is None:
-                    del sys.modules[name]
-    import papermill
+                sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
+            try:
+                import papermill
+            finally:
+                for name in hidden:
+                    if sys.modules.get(name, 0) is None:
+                        del sys.modules[name]
+        import papermill
 
     return papermill
+
+
+def run_step_notebook(job, parameters: dict, km) -> None:
+    """Execute a step's notebook (an executors.base.StepJob) on the started kernel of `km`,
+    papermill in this process: cell output goes to the step's log line by line, progress per
+    code cell. What the local and the docker executor share."""
+    papermill = import_papermill()
+    out, err = LineWriter(job.log), LineWriter(job.log)
+    try:
+        papermill.execute_notebook(
+            str(job.notebook), str(job.output), parameters=parameters,
+            engine_name=step_engine(), kernel_name="python3", progress_bar=False,
+            log_output=False, stdout_file=out, stderr_file=err, mlpipe_km=km,
+            mlpipe_cwd=job.workdir, mlpipe_progress=job.progress,
+            mlpipe_cancelled=job.cancel.is_set)
+    finally:
+        out.flush()
+        err.flush()
 
 
 class LineWriter:

@@ -47,7 +47,8 @@ def process_start(pid: int) -> str | None:
         return None
 
 
-def _alive(pid: int | None, start: str | None) -> bool:
+def process_alive(pid: int | None, start: str | None = None) -> bool:
+    """Whether process `pid` runs on this host (and, given its start time, is the same one)."""
     if not pid:
         return False
     try:
@@ -89,7 +90,7 @@ class RunStore(RunListener):
                 "SELECT id, host, pid, pid_start FROM runs WHERE state IN ('queued','running')"
             ).fetchall()
             dead = [r["id"] for r in rows
-                    if r["host"] == host and not _alive(r["pid"], r["pid_start"])]
+                    if r["host"] == host and not process_alive(r["pid"], r["pid_start"])]
             now = time.time()
             for run_id in dead:
                 self._db.execute("BEGIN")

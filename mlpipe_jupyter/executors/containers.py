@@ -60,19 +60,13 @@ def owner_label() -> str:
 
 def owner_alive(label: str | None) -> bool | None:
     """True/False for a runner on this host; None when it cannot be told (other host)."""
-    from ..store import process_start
+    from ..store import process_alive
 
     host, _, rest = (label or "").partition(":")
     pid, _, start = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not start or process_start(int(pid)) == start
+    return process_alive(int(pid), start or None)
 
 
 def _bind(source: Path, target: str, read_only: bool) -> dict:

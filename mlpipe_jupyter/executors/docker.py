@@ -57,7 +57,6 @@ KERNEL_START_TIMEOUT = 60  # s for a container's kernel to bind its sockets
 EXIT_WAIT = 5  # s a kernel holding file outputs gets to exit (and flush them)
 EXIT_GRACE = 1  # s any other finished kernel gets before its container is removed
 PAPERMILL_IN = ("host", "container")
-_IMPORTS = threading.Lock()
 
 
 class DockerExecutor(Executor):
@@ -206,7 +205,7 @@ class DockerExecutor(Executor):
         """Papermill here, the kernel in the container (kernelbridge.py)."""
         from jupyter_core.utils import run_sync
 
-        from ..stepengine import LineWriter, import_papermill, step_engine
+        from ..stepengine import import_papermill, run_step_notebook
         from ..stepkernel import exit_kernel
 
         files = kernelbridge.kernel_files(self.user)
@@ -215,22 +214,14 @@ class DockerExecutor(Executor):
             job, image=image, user=self.user, network=self.network, owner=self._owner,
             kernel=(files.host_dir, files.container_file)))
         watch = ContainerWatch(container, job.output.parent / "kernel.log")
-        with _IMPORTS:  # while the container boots; one thread at a time (see kernelpool)
-            papermill = import_papermill()
-            engine = step_engine()
+        import_papermill()  # while the container boots
         alive = watch.running
-        out, err = LineWriter(job.log), LineWriter(job.log)
         km = None
         try:
             kernelbridge.wait_ready(files, alive, KERNEL_START_TIMEOUT)
             km = kernelbridge.kernel_manager(
                 files, alive=alive, interrupt=lambda: container.kill(signal="SIGINT"))
-            papermill.execute_notebook(
-                str(job.notebook), str(job.output), parameters=parameters,
-                engine_name=engine, kernel_name="python3", progress_bar=False,
-                log_output=False, stdout_file=out, stderr_file=err, mlpipe_km=km,
-                mlpipe_cwd=job.workdir, mlpipe_progress=job.progress,
-                mlpipe_cancelled=job.cancel.is_set)
+            run_step_notebook(job, parameters, km)
         except Exception:
             if self.stop_reason(job) is not None:
                 raise self.stop_reason(job) from None
@@ -239,8 +230,6 @@ class DockerExecutor(Executor):
                 raise self._failure(job, code, self._oom(container), watch.tail()) from None
             raise
         finally:
-            out.flush()
-            err.flush()
             if self.user != (os.getuid(), os.getgid()):  # written here, for the step's user
                 for path in (job.output, job.output.parent / "kernel.log"):
                     with contextlib.suppress(OSError):
@@ -361,16 +350,15 @@ class DockerExecutor(Executor):
         job.stop = None
         with self._lock:
             container = self._containers.pop(id(job), None)
+        ask_exit = self._exits.pop(id(job), None)
+        files = self._kernel_files.pop(id(job), None)
         if container is not None:
             # off the step's critical path (0.1-0.2 s); end_run waits for it and sweeps by label
-            removal = threading.Thread(
-                target=remove_quietly, daemon=True,
-                args=(container, self._exits.pop(id(job), None),
-                      self._kernel_files.pop(id(job), None)))
+            removal = threading.Thread(target=remove_quietly, args=(container, ask_exit, files),
+                                       daemon=True)
             removal.start()
             self._removals.append(removal)
-        files = self._kernel_files.pop(id(job), None)  # no container was created
-        if files is not None:
+        elif files is not None:  # no container was created
             files.remove()
         for path in self._placeholders.pop(id(job), []):
             try:

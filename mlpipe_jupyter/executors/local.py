@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..stepengine import LineWriter, import_papermill, step_engine
+from ..stepengine import import_papermill, run_step_notebook
 from .base import Executor, StepJob
 
 
@@ -79,25 +79,14 @@ class LocalExecutor(Executor):
     def execute(self, job: StepJob, parameters: dict[str, Any]) -> None:
         pool = self._kernels()
         pending = pool.request(job.workdir, {k: str(v) for k, v in job.env.items()})
-        papermill = import_papermill()  # while the kernel boots (the first step's is cold)
-        engine = step_engine()
+        import_papermill()  # while the kernel boots (the first step's is cold)
         kernel = pending()
         job.stop = kernel.kill
-        out = LineWriter(job.log)
-        err = LineWriter(job.log)
         try:
             if job.cancel.is_set() or job.timed_out.is_set():
                 raise self.stop_reason(job)
-            papermill.execute_notebook(
-                str(job.notebook), str(job.output), parameters=parameters,
-                engine_name=engine, kernel_name="python3", progress_bar=False,
-                log_output=False, stdout_file=out, stderr_file=err, mlpipe_km=kernel.km,
-                mlpipe_cwd=job.workdir, mlpipe_progress=job.progress,
-                mlpipe_cancelled=job.cancel.is_set,
-            )
+            run_step_notebook(job, parameters, kernel.km)
         finally:
-            out.flush()
-            err.flush()
             # a file output is complete once the kernel has exited (it may hold it open);
             # variable outputs were written and closed by the outputs cell
             pool.release(kernel, log_to=Path(job.output).parent / "kernel.log",
