@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import signal
 import threading
@@ -31,11 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import kernelfork
 from .scratch import scratch_dir
-from .stepkernel import KERNEL_ARGS, exit_kernel, kernel_manager_class
+from .stepkernel import KERNEL_ARGS, STARTUP_ENV, exit_kernel, kernel_manager_class
 
-# read once at interpreter start: a kernel already running cannot take these on
-STARTUP_ENV = re.compile(r"(PYTHON|LD_|MALLOC|IPYTHON|JUPYTER|JPY_|PYDEVD|LC_|LANG$|TZ$)")
 ENTER = """\
 def __mlpipe_enter(cwd, env):
     import os
@@ -119,7 +117,8 @@ class KernelPool:
     """`size` kernels kept warm, never more than the kernels still to be asked for."""
 
     def __init__(self, *, size: int, expected: int, kernel_name: str = "python3",
-                 startup_timeout: float = 60, shutdown_wait: float = 5) -> None:
+                 startup_timeout: float = 60, shutdown_wait: float = 5,
+                 fork: bool = True) -> None:
         # imported here, in the caller's thread, before the loop thread can need it: two
         # threads importing jupyter_client at once (ours, and papermill's import in a step)
         # can see its modules half-initialised (ImportError seen in the benchmarks)
@@ -136,6 +135,12 @@ class KernelPool:
         self._closed = False
         self._scratch = scratch_dir("kernels")
         self._count = 0
+        # kernels forked from a zygote that imported ipykernel once (kernelfork.py); started
+        # now, so its imports overlap the runner's own (papermill's)
+        self._zygote = None
+        if fork and kernelfork.supported():
+            with contextlib.suppress(OSError):  # then every kernel is started the usual way
+                self._zygote = kernelfork.Zygote(self._scratch, timeout=startup_timeout)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="mlpipe-kernels",
                                         daemon=True)
@@ -227,6 +232,8 @@ class KernelPool:
             self._thread.join(10)
             if not self._thread.is_alive():
                 self._loop.close()
+            if self._zygote is not None:
+                self._zygote.close()
             shutil.rmtree(self._scratch, ignore_errors=True)
 
     def alive(self) -> list[int]:
@@ -257,6 +264,8 @@ class KernelPool:
         self._count += 1
         log = self._scratch / f"kernel-{self._count}.log"
         kernel = Kernel(self._manager_class(kernel_name=self.kernel_name), log, warm)
+        if self._zygote is not None:
+            kernelfork.use_zygote(kernel.km, self._zygote)
         with self._lock:
             if self._closed:
                 raise PoolClosed("the run is over: no kernel")

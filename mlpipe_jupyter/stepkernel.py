@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,9 @@ KERNEL_ARGS = ["--HistoryManager.hist_file=:memory:"]
 # a kernel's start-up CPU (about 0.08 of 0.3 CPU-s here), and a step runs in batch: no
 # frontend attaches a debugger (the kernel reports `debugger: false` in kernel_info).
 KERNEL_UNNEEDED = ("debugpy",)
+# environment variables read once at interpreter start: a kernel already running (a warm one)
+# or forked from one that is (kernelfork) cannot take these on
+STARTUP_ENV = re.compile(r"(PYTHON|LD_|MALLOC|IPYTHON|JUPYTER|JPY_|PYDEVD|LC_|LANG$|TZ$)")
 
 
 def launch_kernel() -> None:

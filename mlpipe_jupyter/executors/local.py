@@ -31,6 +31,9 @@ class LocalExecutor(Executor):
         # its own kernel when it runs). Two keep up with a chain of quick steps on 2 cores.
         self.warm_kernels = int(options.get("warm_kernels",
                                             os.environ.get("MLPIPE_WARM_KERNELS", "2")))
+        # step kernels forked from a zygote that imported ipykernel once (kernelfork.py)
+        self.fork_kernels = str(options.get("fork_kernels",
+                                            os.environ.get("MLPIPE_FORK_KERNELS", "1"))) != "0"
         self._expected = 0
         self._pool = None
         self._pool_lock = threading.Lock()
@@ -63,7 +66,8 @@ class LocalExecutor(Executor):
                 raise PoolClosed("the run is over: no kernel")
             if self._pool is None:
                 size = min(self.warm_kernels, self.max_parallel)
-                self._pool = KernelPool(size=size, expected=max(1, self._expected))
+                self._pool = KernelPool(size=size, expected=max(1, self._expected),
+                                        fork=self.fork_kernels)
             return self._pool
 
     def prepare(self, job: StepJob) -> None:

@@ -1,0 +1,148 @@
+"""Kernels forked from the run's zygote (kernelfork.py, kernelzygote.py): each is the kernel a
+step would have got from a new interpreter, nothing outlives the run or a killed runner, and
+when the zygote fails kernels start the usual way."""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlpipe_jupyter.kernelfork import ForkedProcess
+from mlpipe_jupyter.kernelpool import KernelPool, connect
+
+
+async def _run(kc, code: str):
+    """Execute `code`; the value of `result`."""
+    msg_id = kc.execute(code, user_expressions={"result": "result"})
+    while True:
+        reply = await kc.get_shell_msg(timeout=30)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            break
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return ast.literal_eval(reply["content"]["user_expressions"]["result"]["data"]["text/plain"])
+
+
+def ask(pool: KernelPool, kernel, code: str):
+    async def go():
+        kc = kernel.km.client()
+        kc.start_channels()
+        try:
+            await connect(kc, 60)
+            return await _run(kc, code)
+        finally:
+            kc.stop_channels()
+
+    return pool._call(go(), 60)
+
+
+PROBE = ("import os, sys, random, tempfile\n"
+         "result = {'ppid': os.getppid(), 'cwd': os.getcwd(), 'colour': os.environ.get('COLOUR'),\n"
+         "          'parent': os.environ.get('JPY_PARENT_PID'), 'random': random.random(),\n"
+         "          'pgid': os.getpgid(0) == os.getpid(), 'modules': sorted(sys.modules),\n"
+         "          'debugpy': 'debugpy' in sys.modules, 'tmp': tempfile.gettempdir()}")
+
+
+def gone(pid: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":  # exited; its parent has yet to reap it
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_forked_kernel_is_the_kernel_a_new_interpreter_would_be(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    fresh = KernelPool(size=0, expected=1, fork=False)
+    try:
+        plain = fresh.acquire(one, {})
+        assert not isinstance(plain.process, ForkedProcess)
+        plain_modules = set(ask(fresh, plain, PROBE)["modules"])
+    finally:
+        fresh.shutdown()
+
+    pool = KernelPool(size=0, expected=2)
+    try:
+        zygote = pool._zygote.process.pid
+        a = pool.acquire(one, {"COLOUR": "red", "TMPDIR": str(one)})
+        b = pool.acquire(two, {"COLOUR": "blue", "TMPDIR": str(two)})
+        assert isinstance(a.process, ForkedProcess) and isinstance(b.process, ForkedProcess)
+        seen_a, seen_b = ask(pool, a, PROBE), ask(pool, b, PROBE)
+        for seen, where, colour in ((seen_a, one, "red"), (seen_b, two, "blue")):
+            assert seen["ppid"] == zygote and seen["parent"] == str(zygote)
+            assert seen["cwd"] == str(where) and seen["colour"] == colour
+            assert seen["tmp"] == str(where)  # nothing read from the zygote's environment
+            assert seen["pgid"] and not seen["debugpy"]
+            # nothing imported that a kernel started the usual way would not have (stepkernel
+            # is that kernel's __main__)
+            assert set(seen["modules"]) - plain_modules == {"mlpipe_jupyter.stepkernel"}
+        assert seen_a["random"] != seen_b["random"]  # each its own seed
+        pid_a = a.process.pid
+        pool.release(a)
+        assert a.process is None or a.process.poll() == 0  # asked to exit: it exited cleanly
+        assert gone(pid_a)
+        proc_b = b.process
+    finally:
+        pool.shutdown()
+    assert proc_b.poll() == -signal.SIGKILL  # still running at shutdown: killed
+    assert pool._zygote.process.poll() is not None
+
+
+def test_a_killed_runner_leaves_no_zygote_and_no_kernel(tmp_path):
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from mlpipe_jupyter.kernelpool import KernelPool\n"
+        "pool = KernelPool(size=1, expected=3)\n"
+        "k = pool.acquire(Path(sys.argv[1]), {})\n"
+        "time.sleep(1)\n"
+        "print(pool._zygote.process.pid, *pool.alive(), flush=True)\n"
+        "time.sleep(120)\n")
+    runner = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in runner.stdout.readline().split()]
+        assert len(pids) == 3  # the zygote, the kernel handed out, a warm one
+    finally:
+        runner.kill()
+        runner.wait()
+    assert all(gone(pid) for pid in pids), pids
+
+
+def test_without_its_zygote_the_pool_starts_kernels_the_usual_way(tmp_path):
+    pool = KernelPool(size=0, expected=2)
+    try:
+        first = pool.acquire(tmp_path, {})
+        assert isinstance(first.process, ForkedProcess)
+        first_pid = first.process.pid
+        os.kill(pool._zygote.process.pid, signal.SIGKILL)
+        pool._zygote.process.wait()
+        # orphaned, the forked kernel sees its parent change and exits by itself
+        assert gone(first_pid, 15)
+        second = pool.acquire(tmp_path, {"COLOUR": "green"})
+        assert not isinstance(second.process, ForkedProcess)
+        assert ask(pool, second, "import os\nresult = os.environ['COLOUR']") == "green"
+    finally:
+        pool.shutdown()
+    assert pool.alive() == []
+
+
+def test_a_variable_read_at_interpreter_start_is_not_forked(tmp_path):
+    pool = KernelPool(size=0, expected=1)
+    try:
+        kernel = pool.acquire(tmp_path, {"PYTHONHASHSEED": "0"})
+        assert not isinstance(kernel.process, ForkedProcess)
+        assert ask(pool, kernel, "import sys\nresult = sys.flags.hash_randomization") == 0
+    finally:
+        pool.shutdown()
