@@ -20,7 +20,6 @@ forked that is still running, together with its process group, and exit.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import signal
@@ -146,8 +145,11 @@ def main() -> None:
     preload()
     # what the zygote imported lives as long as any kernel: kept out of the children's
     # collections, which would otherwise walk (and copy-on-write) all of it (W2: 0.4 CPU-s)
+    import gc
+
     gc.collect()
     gc.freeze()
+    del sys.modules["gc"]  # not imported by a kernel started the usual way: nor by these
     request = serve(sock)
     if request is not None:
         run_kernel(request)  # and the interpreter exits as any kernel's does: atexit, flushes
