@@ -33,7 +33,8 @@ from jupyter_client.provisioning import LocalProvisioner
 
 from .stepkernel import STARTUP_ENV
 
-MAX_MESSAGE = 1 << 16
+MAX_MESSAGE = 1 << 16  # a reply
+MAX_REQUEST = 1 << 17  # one datagram, within the socket's default send buffer
 KILLED = -signal.SIGKILL  # the exit code of a kernel whose zygote is gone: it killed them all
 
 
@@ -85,9 +86,11 @@ class Zygote:
     def fork(self, argv: list[str], cwd: str, env: Mapping[str, str], out_fd: int) -> ForkedProcess:
         """A kernel running `argv` (stepkernel's arguments) in `cwd` with `env`, its stdout and
         stderr on `out_fd`. Blocks while the zygote is still importing."""
-        request = json.dumps({"op": "fork", "argv": argv, "cwd": cwd, "env": dict(env)})
+        request = json.dumps({"op": "fork", "argv": argv, "cwd": cwd, "env": dict(env)}).encode()
+        if len(request) > MAX_REQUEST:  # an enormous environment: this kernel starts as usual
+            raise ForkUnavailable(f"the request is {len(request)} bytes")
         with self._lock:
-            reply, fds = self._ask(request.encode(), [out_fd], nfds=1)
+            reply, fds = self._ask(request, [out_fd], nfds=1)
         if "pid" not in reply or len(fds) != 1:
             for fd in fds:
                 os.close(fd)

@@ -3,8 +3,9 @@ executor.
 
 Starting an IPython kernel takes about half a second, most of it importing ipykernel; a chain
 of steps pays it once per step. The pool starts the next kernel while the current step runs,
-so a step usually finds one ready. Each kernel is handed out once and never reused: a step
-still gets a kernel that has run nothing of anyone's.
+so a step usually finds one ready, and on Linux forks kernels from a zygote that imported
+ipykernel once (kernelfork.py), which cuts what each costs. Each kernel is handed out once and
+never reused: a step still gets a kernel that has run nothing of anyone's.
 
 A pooled kernel is started before anyone knows its step, so it cannot be launched in the
 step's working directory with the step's environment. At hand-out it runs one silent,

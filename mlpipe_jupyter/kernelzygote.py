@@ -150,6 +150,10 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     del sys.modules["gc"]  # not imported by a kernel started the usual way: nor by these
+    import threading
+
+    if threading.active_count() != 1:  # a fork would copy a lock another thread holds
+        sys.exit(f"mlpipe zygote: an import started a thread ({threading.enumerate()})")
     request = serve(sock)
     if request is not None:
         run_kernel(request)  # and the interpreter exits as any kernel's does: atexit, flushes

@@ -146,3 +146,16 @@ def test_a_variable_read_at_interpreter_start_is_not_forked(tmp_path):
         assert ask(pool, kernel, "import sys\nresult = sys.flags.hash_randomization") == 0
     finally:
         pool.shutdown()
+
+
+def test_an_environment_too_large_to_send_starts_one_kernel_the_usual_way(tmp_path):
+    pool = KernelPool(size=0, expected=2)
+    try:
+        env = {f"BIG{i}": "x" * 100_000 for i in range(3)}  # one variable may have 128 KiB
+        big = pool.acquire(tmp_path, env)
+        assert not isinstance(big.process, ForkedProcess)
+        assert ask(pool, big, "import os\nresult = len(os.environ['BIG2'])") == 100_000
+        after = pool.acquire(tmp_path, {})
+        assert isinstance(after.process, ForkedProcess)  # the zygote still serves
+    finally:
+        pool.shutdown()
