@@ -26,11 +26,19 @@ _UNNEEDED = ("rfc3987_syntax", "pyarrow.fs")
 _IMPORT = threading.Lock()
 
 
+def _in_a_session() -> bool:
+    """In an IPython session (`%pipeline run` in a user's kernel) a hidden module would stay
+    hidden from the user's own code for good (jsonschema imports it once). Not a test of
+    whether `ipykernel` was imported: the runner's kernel pool imports it (kernel specs)."""
+    getipython = sys.modules.get("IPython.core.getipython")
+    return getipython is not None and getipython.get_ipython() is not None
+
+
 def import_papermill():
     # one thread at a time: step threads importing jupyter_client (via nbclient) at once can
     # see its modules half-initialised (an ImportError seen in the benchmarks)
     with _IMPORT:
-        if "papermill" not in sys.modules and "ipykernel" not in sys.modules:
+        if "papermill" not in sys.modules and not _in_a_session():
             hidden = [m for m in _UNNEEDED if m not in sys.modules]
             for name in hidden:
                 sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
