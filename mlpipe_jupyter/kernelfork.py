@@ -17,6 +17,8 @@ whatever is left when the run ends or the runner dies (it sees its socket close)
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
 import os
 import select
@@ -43,7 +45,14 @@ class ForkUnavailable(RuntimeError):
 
 
 def supported() -> bool:
-    return sys.platform.startswith("linux") and hasattr(os, "pidfd_open")
+    """Linux with pidfds (5.3), not refused by a seccomp filter."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return False
+    return True
 
 
 def startup_vars(env: Mapping[str, str]) -> dict[str, str]:
@@ -91,6 +100,8 @@ class Zygote:
             raise ForkUnavailable(f"the request is {len(request)} bytes")
         with self._lock:
             reply, fds = self._ask(request, [out_fd], nfds=1)
+        if "error" in reply:  # that fork failed; the zygote serves on
+            raise ForkUnavailable(reply["error"])
         if "pid" not in reply or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
@@ -111,6 +122,8 @@ class Zygote:
 
     def close(self, timeout: float = 5) -> None:
         """End the zygote (it kills any kernel of its own still running). Idempotent."""
+        with contextlib.suppress(OSError):  # wakes a fork() waiting on the zygote, at once
+            self._sock.shutdown(socket.SHUT_RDWR)
         with self._lock:
             self.broken = self.broken or "closed"
             self._sock.close()
@@ -125,15 +138,27 @@ class Zygote:
             raise ForkUnavailable(self.broken)
         try:
             socket.send_fds(self._sock, [data], fds)
+        except OSError as exc:
+            if exc.errno == errno.EMSGSIZE:  # nothing was sent: only this request fails
+                raise ForkUnavailable(f"the request is {len(data)} bytes") from None
+            self._fail(f"{type(exc).__name__}: {exc}")
+        try:
             reply, got, _flags, _addr = socket.recv_fds(self._sock, MAX_MESSAGE, nfds)
         except OSError as exc:  # a timeout included
             self._fail(f"{type(exc).__name__}: {exc}")
+        for fd in got:
+            os.set_inheritable(fd, False)
         if not reply:
             self._fail(f"the zygote exited ({self.process.poll()}); see {self.log}")
         return json.loads(reply), got
 
     def _fail(self, why: str):
+        """The conversation is lost (the zygote died, hangs, or answered out of turn): no more
+        forks. A zygote still running is killed, so that it cannot fork late a kernel the
+        runner has meanwhile started the usual way; the kernels it forked see it go and exit."""
         self.broken = why
+        with contextlib.suppress(OSError):
+            self.process.kill()
         raise ForkUnavailable(why)
 
 
@@ -213,10 +238,19 @@ class ForkProvisioner(LocalProvisioner):
 
 
 def use_zygote(km, zygote: Zygote) -> None:
-    """Make `km` (a KernelManager not yet started) launch through `zygote` when it can."""
+    """Make `km` (a KernelManager not yet started) launch through `zygote` when it can: when
+    jupyter_client would use its LocalProvisioner (a kernelspec or configuration naming another
+    provisioner keeps it)."""
     import uuid
 
+    from jupyter_client.provisioning.factory import KernelProvisionerFactory
+
+    spec = km.kernel_spec
+    if (spec.metadata.get("kernel_provisioner")
+            or KernelProvisionerFactory.instance().default_provisioner_name
+            != "local-provisioner"):
+        return
     km.kernel_id = km.kernel_id or str(uuid.uuid4())
-    provisioner = ForkProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
+    provisioner = ForkProvisioner(kernel_id=km.kernel_id, kernel_spec=spec, parent=km)
     provisioner.zygote = zygote
     km.provisioner = provisioner

@@ -101,14 +101,12 @@ class Kernel:
         proc = self.process
         if proc is None:
             return
-        try:
-            pgid = getattr(self.km.provisioner, "pgid", None)
-            if pgid:
+        pgid = getattr(self.km.provisioner, "pgid", None)
+        with contextlib.suppress(OSError):
+            proc.kill()  # the kernel itself first: its group may not exist yet
+        if pgid:
+            with contextlib.suppress(OSError):
                 os.killpg(pgid, signal.SIGKILL)
-            else:
-                proc.kill()
-        except (ProcessLookupError, PermissionError, OSError):
-            pass
 
 
 EXIT_GRACE = 1.0  # seconds the end of a run waits for released kernels to exit by themselves

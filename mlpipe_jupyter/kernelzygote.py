@@ -8,10 +8,11 @@ once queue behind that. A forked kernel inherits the imported modules and only i
 its IPKernelApp. It is still a kernel that has run nothing: the zygote never creates a kernel,
 a zmq context, an event loop or a thread, so a child starts from a process that only imported
 modules, and each child becomes its own session in the step's directory with the step's
-environment, its own `random` seed and the zygote as the parent it watches.
+environment, with the zygote as the parent it watches.
 
 Protocol, over a SOCK_SEQPACKET pair (one JSON message each way, file descriptors attached):
   {"op": "fork", "argv": [...], "cwd": ..., "env": {...}} + [log fd]  -> {"pid": n} + [pidfd]
+                                                                       or {"error": why}
   {"op": "reap", "pid": n}                                          -> {"code": int | null}
 End of file (the runner closed its side, or died) makes the zygote SIGKILL every kernel it
 forked that is still running, together with its process group, and exit.
@@ -61,6 +62,7 @@ def serve(sock: socket.socket) -> dict | None:
     child's request instead, with the process already in the step's session, directory and
     output files."""
     children: set[int] = set()
+    zygote = os.getpid()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         while True:
@@ -72,24 +74,43 @@ def serve(sock: socket.socket) -> dict | None:
                 sock.send(json.dumps({"code": _reap(children, request["pid"])}).encode())
                 continue
             log_fd = fds[0]
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError as exc:  # this kernel starts the usual way; the others run on
+                os.close(log_fd)
+                sock.send(json.dumps({"error": f"fork: {exc}"}).encode())
+                continue
             if pid == 0:
                 children.clear()  # the zygote's, not this kernel's: nothing to kill on exit
+                request["zygote"] = zygote
                 return _become_kernel(request, sock, log_fd)
             os.close(log_fd)
             children.add(pid)
-            pidfd = os.pidfd_open(pid)
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError as exc:
+                _kill(pid)
+                _reap(children, pid)
+                sock.send(json.dumps({"error": f"pidfd_open: {exc}"}).encode())
+                continue
             try:
                 socket.send_fds(sock, [json.dumps({"pid": pid}).encode()], [pidfd])
             finally:
                 os.close(pidfd)
     finally:
         for pid in children:  # the run is over (or the runner died): no kernel outlives it
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
+            _kill(pid)
         for pid in children:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL a child not yet reaped (its pid cannot have been reused) and its process group;
+    the group may not exist yet (a child that has not reached setsid)."""
+    for kill in (os.kill, os.killpg):
+        with contextlib.suppress(OSError):
+            kill(pid, signal.SIGKILL)
 
 
 def _reap(children: set[int], pid: int) -> int | None:
@@ -103,6 +124,8 @@ def _reap(children: set[int], pid: int) -> int | None:
 def _become_kernel(request: dict, sock: socket.socket, log_fd: int) -> dict:
     sock.close()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if os.getppid() != request["zygote"]:  # the zygote died while forking: nobody wants this
+        os._exit(1)
     os.setsid()  # its own process group, as jupyter_client starts kernels
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -120,15 +143,13 @@ def _become_kernel(request: dict, sock: socket.socket, log_fd: int) -> dict:
 
 def run_kernel(request: dict) -> None:
     """In the forked child: become the step's kernel."""
-    import random
-
     from .stepkernel import launch_kernel
 
-    zygote = str(os.getppid())
+    zygote = str(request["zygote"])
     os.environ.clear()
     os.environ.update(request["env"])
     os.environ["JPY_PARENT_PID"] = zygote
-    random.seed()  # not the zygote's sequence, shared by every kernel forked from it
+    # (`random` reseeds itself in a forked child: CPython registers that at import)
     # the kernel exits if the zygote dies (which exits with the run); ipykernel read the
     # default of this option from the environment when the zygote imported it
     sys.argv = [sys.argv[0], *request["argv"], f"--IPKernelApp.parent_handle={zygote}"]

@@ -25,7 +25,8 @@ KERNEL_ARGS = ["--HistoryManager.hist_file=:memory:"]
 KERNEL_UNNEEDED = ("debugpy",)
 # environment variables read once at interpreter start: a kernel already running (a warm one)
 # or forked from one that is (kernelfork) cannot take these on
-STARTUP_ENV = re.compile(r"(PYTHON|LD_|MALLOC|IPYTHON|JUPYTER|JPY_|PYDEVD|LC_|LANG$|TZ$)")
+STARTUP_ENV = re.compile(r"(PYTHON|LD_|MALLOC|IPYTHON|JUPYTER|JPY_|PYDEVD|LC_|LANG$|TZ$|USER$"
+                         r"|TRAITLETS_|TORNADO_|PYZMQ_)")
 
 
 def launch_kernel() -> None:

@@ -5,15 +5,22 @@ when the zygote fails kernels start the usual way."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
-from mlpipe_jupyter.kernelfork import ForkedProcess
+from jupyter_client.kernelspec import KernelSpec
+
+from mlpipe_jupyter.kernelfork import ForkedProcess, ForkProvisioner, Zygote, use_zygote
 from mlpipe_jupyter.kernelpool import KernelPool, connect
+from mlpipe_jupyter.stepkernel import kernel_manager_class
+from tests.integration.test_kernelpool import wait_gone
 
 
 async def _run(kc, code: str):
@@ -87,10 +94,10 @@ def test_a_forked_kernel_is_the_kernel_a_new_interpreter_would_be(tmp_path):
             # nothing imported that a kernel started the usual way would not have (stepkernel
             # is that kernel's __main__)
             assert set(seen["modules"]) - plain_modules == {"mlpipe_jupyter.stepkernel"}
-        assert seen_a["random"] != seen_b["random"]  # each its own seed
+        assert seen_a["random"] != seen_b["random"]  # each its own seed (CPython reseeds)
         pid_a = a.process.pid
         pool.release(a)
-        assert a.process is None or a.process.poll() == 0  # asked to exit: it exited cleanly
+        assert a.process.poll() == 0  # asked to exit: it exited cleanly (the zygote reaped it)
         assert gone(pid_a)
         proc_b = b.process
     finally:
@@ -106,18 +113,51 @@ def test_a_killed_runner_leaves_no_zygote_and_no_kernel(tmp_path):
         "from mlpipe_jupyter.kernelpool import KernelPool\n"
         "pool = KernelPool(size=1, expected=3)\n"
         "k = pool.acquire(Path(sys.argv[1]), {})\n"
-        "time.sleep(1)\n"
+        "deadline = time.monotonic() + 30\n"
+        "while len(pool.alive()) < 2 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
         "print(pool._zygote.process.pid, *pool.alive(), flush=True)\n"
         "time.sleep(120)\n")
     runner = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
                               stdout=subprocess.PIPE, text=True)
     try:
-        pids = [int(p) for p in runner.stdout.readline().split()]
-        assert len(pids) == 3  # the zygote, the kernel handed out, a warm one
+        zygote, *kernels = [int(p) for p in runner.stdout.readline().split()]
+        assert len(kernels) == 2  # the kernel handed out, a warm one
+        for pid in kernels:  # forked, so only the zygote can see them go
+            assert int(Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[1]) == zygote
     finally:
         runner.kill()
         runner.wait()
-    assert all(gone(pid) for pid in pids), pids
+    assert all(gone(pid) for pid in [zygote, *kernels]), (zygote, kernels)
+
+
+def test_a_runner_gone_in_the_middle_of_a_fork_leaves_nothing(tmp_path, monkeypatch):
+    mark = uuid.uuid4().hex
+    monkeypatch.setenv("MLPIPE_TEST_MARK", mark)  # in the zygote's environ, so its children's
+    zygote = Zygote(tmp_path)
+    request = {"op": "fork", "argv": ["-f", str(tmp_path / "k.json")], "cwd": str(tmp_path),
+               "env": dict(os.environ)}
+    with open(tmp_path / "kernel.log", "ab") as out:  # sent while the zygote still imports
+        socket.send_fds(zygote._sock, [json.dumps(request).encode()], [out.fileno()])
+    zygote._sock.close()  # as a runner killed right after asking
+    zygote.process.wait(30)
+    assert wait_gone(mark) == []
+
+
+def test_a_kernelspec_naming_its_provisioner_keeps_it(tmp_path):
+    km = kernel_manager_class()(kernel_name="python3")
+    argv = ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    km._kernel_spec = KernelSpec(argv=argv, display_name="x", language="python",
+                                 metadata={"kernel_provisioner": {"provisioner_name": "other"}})
+    zygote = Zygote(tmp_path)
+    try:
+        use_zygote(km, zygote)
+        assert km.provisioner is None  # jupyter_client will create the one the spec names
+        km._kernel_spec.metadata = {}
+        use_zygote(km, zygote)
+        assert isinstance(km.provisioner, ForkProvisioner)
+    finally:
+        zygote.close()
 
 
 def test_without_its_zygote_the_pool_starts_kernels_the_usual_way(tmp_path):
