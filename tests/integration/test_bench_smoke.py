@@ -48,3 +48,19 @@ def test_bench_smoke_measures_every_workload_and_tool(tmp_path):
             assert docker_reason and "docker" in target["target"], target
     table = docs.read_text()
     assert "<!-- bench:begin -->" in table and "| W1: chain of 3 trivial steps" in table
+
+
+def test_the_close_measurements_run():
+    """bench/w2.py (W2 alone, CPU and a timeline) and bench/docker_floor.py (the least W2 can
+    take with a container per step), at their smallest."""
+    w2 = subprocess.run([sys.executable, "bench/w2.py", "--executor", "local", "--reps", "1",
+                         "--fan", "2", "--sleep", "0", "--trace"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+    assert w2.returncode == 0, w2.stdout[-4000:] + w2.stderr[-4000:]
+    assert "W2 local current: wall median" in w2.stdout and "p1" in w2.stdout
+    floor = subprocess.run([sys.executable, "bench/docker_floor.py", "--reps", "1", "--fan", "2",
+                            "--sleep", "0"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600)
+    assert floor.returncode == 0, floor.stdout[-4000:] + floor.stderr[-4000:]
+    assert "2 containers importing ipykernel and sleeping 0 s, network bridge: wall median" \
+        in floor.stdout
