@@ -64,9 +64,8 @@ class Zygote:
     sent before then waits in its socket)."""
 
     def __init__(self, scratch: Path, *, timeout: float = 60) -> None:
-        self.env = dict(os.environ)
-        self._startup = startup_vars(self.env)
-        self._timeout = timeout
+        env = dict(os.environ)
+        self._startup = startup_vars(env)
         self._lock = threading.Lock()
         self.broken: str | None = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -76,7 +75,7 @@ class Zygote:
                 self.process = subprocess.Popen(
                     [sys.executable, "-m", "mlpipe_jupyter.kernelzygote", str(theirs.fileno())],
                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=out, env=self.env, cwd=scratch, start_new_session=True)
+                    stderr=out, env=env, cwd=scratch, start_new_session=True)
         except BaseException:
             ours.close()
             raise
@@ -111,8 +110,6 @@ class Zygote:
     def reap(self, pid: int) -> int:
         """The exit code of an exited kernel, which the zygote reaps."""
         with self._lock:
-            if self.broken is not None:
-                return KILLED
             try:
                 reply, _ = self._ask(json.dumps({"op": "reap", "pid": pid}).encode(), [], 0)
             except ForkUnavailable:

@@ -42,19 +42,12 @@ PRELOAD = (
 def preload() -> None:
     import importlib
 
-    from .stepkernel import KERNEL_UNNEEDED
+    from .stepkernel import KERNEL_UNNEEDED, hidden_modules
 
-    hidden = [m for m in KERNEL_UNNEEDED if m not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]
-    try:
+    with hidden_modules(KERNEL_UNNEEDED):
         for name in PRELOAD:
             with contextlib.suppress(ImportError):
                 importlib.import_module(name)
-    finally:
-        for name in hidden:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
 
 
 def serve(sock: socket.socket) -> dict | None:

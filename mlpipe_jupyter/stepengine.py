@@ -15,6 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from .stepkernel import hidden_modules
+
 ENGINE = "mlpipe-step"
 SAVE_EVERY = 1.0  # seconds between saves of the executed notebook while cells run
 # jsonschema (via nbformat) imports rfc3987_syntax when installed, which compiles a grammar at
@@ -38,17 +40,9 @@ def import_papermill():
     # one thread at a time: step threads importing jupyter_client (via nbclient) at once can
     # see its modules half-initialised (an ImportError seen in the benchmarks)
     with _IMPORT:
-        if "papermill" not in sys.modules and not _in_a_session():
-            hidden = [m for m in _UNNEEDED if m not in sys.modules]
-            for name in hidden:
-                sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
-            try:
-                import papermill
-            finally:
-                for name in hidden:
-                    if sys.modules.get(name, 0) is None:
-                        del sys.modules[name]
-        import papermill
+        lean = "papermill" not in sys.modules and not _in_a_session()
+        with hidden_modules(_UNNEEDED if lean else ()):
+            import papermill
 
     return papermill
 

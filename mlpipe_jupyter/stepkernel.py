@@ -9,11 +9,13 @@ functions that manage kernels.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 # nbclient's own default: no history file per kernel (nor one per container's empty HOME)
@@ -29,12 +31,26 @@ STARTUP_ENV = re.compile(r"(PYTHON|LD_|MALLOC|IPYTHON|JUPYTER|JPY_|PYDEVD|LC_|LA
                          r"|TRAITLETS_|TORNADO_|PYZMQ_)")
 
 
+@contextlib.contextmanager
+def hidden_modules(names: Iterable[str]) -> Iterator[None]:
+    """While the block runs, importing any of `names` not imported yet raises ImportError (what
+    importing it does when it is not installed); afterwards it imports as usual."""
+    hidden = [m for m in names if m not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+
+
 def launch_kernel() -> None:
     """A step's kernel process: ipykernel's own launcher (ipykernel_launcher), minus the
     start-up imports in KERNEL_UNNEEDED. Started as `python -m mlpipe_jupyter.stepkernel -f FILE`
     by kernel_manager_class(), only in place of the stock `-m ipykernel_launcher` of the
     same interpreter."""
-    import sys
     from importlib.util import find_spec
 
     # as ipykernel_launcher does: the cwd is not importable while the kernel loads (a step's
@@ -44,18 +60,11 @@ def launch_kernel() -> None:
     stock = find_spec("ipykernel_launcher")
     if stock is not None and stock.origin:
         sys.argv[0] = stock.origin  # what code probing for a Jupyter kernel expects to see
-    hidden = [m for m in KERNEL_UNNEEDED if m not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
-    try:
+    with hidden_modules(KERNEL_UNNEEDED):
         from ipykernel.kernelapp import IPKernelApp
 
         app = IPKernelApp.instance()
         app.initialize()
-    finally:
-        for name in hidden:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
     app.start()
 
 
@@ -71,8 +80,6 @@ def kernel_manager_class():
     global _MANAGER_CLASS
     with _MANAGER_LOCK:
         if _MANAGER_CLASS is None:
-            import sys
-
             from jupyter_client import AsyncKernelManager
 
             class StepKernelManager(AsyncKernelManager):

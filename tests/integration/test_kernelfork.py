@@ -21,26 +21,17 @@ from mlpipe_jupyter.kernelfork import ForkedProcess, ForkProvisioner, Zygote, us
 from mlpipe_jupyter.kernelpool import KernelPool, connect
 from mlpipe_jupyter.stepkernel import kernel_manager_class
 from tests.integration.test_kernelpool import wait_gone
-
-
-async def _run(kc, code: str):
-    """Execute `code`; the value of `result`."""
-    msg_id = kc.execute(code, user_expressions={"result": "result"})
-    while True:
-        reply = await kc.get_shell_msg(timeout=30)
-        if reply["parent_header"].get("msg_id") == msg_id:
-            break
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return ast.literal_eval(reply["content"]["user_expressions"]["result"]["data"]["text/plain"])
+from tests.integration.test_perf_kernels import run_code
 
 
 def ask(pool: KernelPool, kernel, code: str):
+    """Execute `code` on a pooled kernel; the value of `result`."""
     async def go():
         kc = kernel.km.client()
         kc.start_channels()
         try:
             await connect(kc, 60)
-            return await _run(kc, code)
+            return ast.literal_eval(await run_code(kc, code))
         finally:
             kc.stop_channels()
 

@@ -27,7 +27,7 @@ async def _started(cwd: Path):
     return km, kc
 
 
-async def _run(kc, code: str) -> dict:
+async def run_code(kc, code: str) -> str:
     """Execute `code`; the `user_expressions` value of `result`."""
     msg_id = kc.execute(code, user_expressions={"result": "result"})
     while True:
@@ -57,7 +57,7 @@ def test_step_code_sees_a_stock_kernel(tmp_path):
     async def check():
         km, kc = await _started(tmp_path)
         try:
-            return await _run(kc, (
+            return await run_code(kc, (
                 "import sys, os\n"
                 "debugpy_at_start = 'debugpy' in sys.modules\n"
                 "import debugpy  # still importable by the step's own code\n"
@@ -78,7 +78,7 @@ def test_many_kernels_exit_promptly_and_gracefully(tmp_path):
     async def one(i: int) -> tuple[float, bool]:
         km, kc = await _started(tmp_path)
         try:
-            await _run(kc, (
+            await run_code(kc, (
                 f"import atexit\n"
                 f"fh = open('out-{i}.txt', 'w')\n"
                 f"fh.write('x' * 100)  # never closed: exit flushes it\n"
