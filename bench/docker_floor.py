@@ -63,11 +63,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from mlpipe_jupyter.config import load_config
     from mlpipe_jupyter.executors.daemon import connect
-    from mlpipe_jupyter.images import ensure_runtime_image
+    from mlpipe_jupyter.images import ensure_runtime_image, resolve_base
 
     client = connect()
-    image = ensure_runtime_image(client, base=load_config(".").base_image, requirements="",
-                                 log=lambda line: print(line, file=sys.stderr))
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    base = resolve_base(client, load_config(".").base_image, log=log)
+    image = ensure_runtime_image(client, base=base, requirements="", log=log)
     results: dict[str, list[tuple[float, float]]] = {"bridge": [], "none": []}
     once(client, image, "bridge", 1, 0)  # warm-up, untimed
     for rep in range(args.reps):

@@ -16,7 +16,7 @@ from .errors import UsageError
 class Config:
     executor: str | None = None
     max_parallel: int | None = None
-    base_image: str = "python:3.11-slim"
+    base_image: str | None = None  # None: images.DEFAULT_BASES, the first the engine has
     network: str | None = None
     source: str = "defaults"
 

@@ -1,7 +1,7 @@
 """Runtime images for the `docker` executor: built once, tagged by what they contain, reused.
 
-A runtime image is `FROM` a base image (default `python:3.11-slim`; `base-image` in
-`[tool.mlpipe]` or MLPIPE_BASE_IMAGE) plus a venv at /opt/mlpipe with papermill, ipykernel and
+A runtime image is `FROM` a base image (`base-image` in `[tool.mlpipe]` or MLPIPE_BASE_IMAGE;
+unset, the first of DEFAULT_BASES the engine has, else `python:3.11-slim` pulled) plus a venv at /opt/mlpipe with papermill, ipykernel and
 cloudpickle at the host's versions, the pipeline's requirements, and this package at the same
 version, copied from the running source. Its tag `mlpipe-runtime:<hash16>` is a hash of the
 Dockerfile text, the base image's id, the package files and the requirements, so the same inputs
@@ -31,6 +31,10 @@ from .errors import ExecutorError, UsageError
 from .spec import PipelineSpec
 
 REPOSITORY = "mlpipe-runtime"
+# Tried in order when no base image is configured: the official image users pull, then the one
+# scripts/setup-docker.sh builds with debootstrap where no registry is reachable. The home-made
+# one has a name of our own, so it can never shadow the official image on a user's machine.
+DEFAULT_BASES = ("python:3.11-slim", "mlpipe-base:bookworm-py3.11")
 RUNTIME_LABEL = "mlpipe.runtime"  # set on every image this module builds
 PACKAGE_LABEL = "mlpipe.package"  # the package_digest() it was built with
 VENV = "/opt/mlpipe"
@@ -267,7 +271,8 @@ def base_image_id(client, name: str, *, log: Log) -> tuple[str, dict]:
         try:
             image = client.images.pull(name)
         except APIError as err:
-            reason = " ".join(str(err.explanation or err).split())
+            # the engine's `Get "https://registry/...": dial tcp: ...`: the cause is the tail
+            reason = re.sub(r'^Get "[^"]*": ', "", " ".join(str(err.explanation or err).split()))
             raise ExecutorError(f"image `{name}` not found: it is not in the local Docker "
                                 f"engine and `docker pull` failed ({reason[:200]})",
                                 cause="image-not-found") from None
@@ -298,10 +303,45 @@ def ensure_runtime_image(client, *, base: str, requirements: str, log: Log,
     return image_id
 
 
+def resolve_base(client, configured: str | None, *, log: Log) -> str:
+    """The base image a run builds FROM: the configured one (pulled if missing), else the
+    first of DEFAULT_BASES the engine has, else the first pulled. One ExecutorError (cause
+    `image-not-found`) when there is none."""
+    from docker.errors import ImageNotFound
+
+    if configured:
+        try:
+            base_image_id(client, configured, log=log)
+        except ExecutorError as err:
+            if err.cause != "image-not-found":
+                raise
+            raise ExecutorError(f"base {err} (base-image in [tool.mlpipe] or "
+                                "MLPIPE_BASE_IMAGE)", cause=err.cause,
+                                option="base-image") from None
+        return configured
+    for name in DEFAULT_BASES:
+        try:
+            client.images.get(name)
+            return name
+        except ImageNotFound:
+            continue
+    try:
+        base_image_id(client, DEFAULT_BASES[0], log=log)
+    except ExecutorError as err:
+        if err.cause != "image-not-found":
+            raise
+        raise ExecutorError(
+            f"no base image: the Docker engine has neither {' nor '.join(DEFAULT_BASES)} and "
+            f"pulling {DEFAULT_BASES[0]} failed (set base-image in [tool.mlpipe] or "
+            "MLPIPE_BASE_IMAGE, or build one with scripts/setup-docker.sh)",
+            cause=err.cause, option="base-image") from None
+    return DEFAULT_BASES[0]
+
+
 def pipeline_images(client, spec: PipelineSpec, base_dir: Path, *, base: str, log: Log,
                     verbose: bool = False) -> dict[str | None, str]:
-    """Image id per image a step names (None: the pipeline's runtime image, FROM `base`).
-    A step's `--image` is a base too: it gets the same runtime layers."""
+    """Image id per image a step names (None: the pipeline's runtime image, FROM `base`, which
+    resolve_base chose). A step's `--image` is a base too: it gets the same runtime layers."""
     requirements = pipeline_requirements(spec, base_dir)
     wanted: list[str | None] = sorted({s.image for s in spec.steps if s.image})
     if any(s.image is None for s in spec.steps) or not spec.steps:
@@ -314,13 +354,10 @@ def pipeline_images(client, spec: PipelineSpec, base_dir: Path, *, base: str, lo
                                                 verbose=verbose)
         except ExecutorError as err:
             if name is None:
-                if err.cause != "image-not-found":
-                    raise
-                raise type(err)(f"{err} (set base-image in [tool.mlpipe] or "
-                                "MLPIPE_BASE_IMAGE)", cause=err.cause) from None
+                raise
             users = ", ".join(f"`{s.name}`" for s in spec.steps if s.image == name)
-            raise type(err)(f"step {users} --image: {err}", cause=err.cause,
-                            option="--image") from None
+            raise ExecutorError(f"step {users} --image: {err}", cause=err.cause,
+                                option="--image") from None
     return images
 
 

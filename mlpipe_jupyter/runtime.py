@@ -30,8 +30,9 @@ def save_outputs(io: dict, namespace: dict, variables: list[str], files: list[st
     missing = [v for v in variables if v not in namespace]
     missing += [f for f in files if not _exists(f)]
     if missing:
-        raise MissingOutput("declared output" + ("s " if len(missing) > 1 else " ")
-                            + ", ".join(f"`{m}`" for m in missing) + " not produced")
+        raise MissingOutput("did not produce its declared output"
+                            + ("s " if len(missing) > 1 else " ")
+                            + ", ".join(f"`{m}`" for m in missing))
     out_root = Path(io["outputs_dir"])
     for name in variables:
         target = out_root / name / "data"

@@ -93,7 +93,7 @@ def failure_from_notebook(step: str, executed: Path) -> StepFailed | None:
             ename, evalue = out.get("ename", "Error"), out.get("evalue", "")
             trace = "\n".join(out.get("traceback", []))
             if ename == "MissingOutput":
-                return StepFailed(f"step `{step}` did not produce its {evalue}", step=step,
+                return StepFailed(f"step `{step}` {evalue}", step=step,
                                   cell=ROLES["outputs"], ename=ename, evalue=evalue,
                                   traceback=_strip_ansi(trace))
             line = _error_line(trace)

@@ -38,12 +38,6 @@ class ExecutorRegistry:
             self._classes[name] = getattr(import_module(module), attr)
         return self._classes[name]
 
-    def default(self) -> str:
-        """`docker` when installed and a daemon answers, else `local`."""
-        if "docker" in self.names() and self.get("docker").available() is None:
-            return "docker"
-        return "local"
-
 
 executors = ExecutorRegistry()
 

@@ -65,6 +65,11 @@ class Executor(ABC):
 
         return local_environment()
 
+    def preflight(self, *, spec: PipelineSpec, base_dir: Path) -> None:
+        """Quick checks before a run is recorded: raise an MlpipeError when this executor
+        cannot run this pipeline here (an image missing, say). When the user named no
+        executor, the runner then says why in one line and runs the steps locally."""
+
     def start_run(self, *, spec: PipelineSpec, base_dir: Path, run_id: str,
                   log: Callable[[str], None]) -> None:
         """Once per run, before any step (build an image, connect to a cluster, ...)."""

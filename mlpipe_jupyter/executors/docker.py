@@ -85,6 +85,7 @@ class DockerExecutor(Executor):
         self._exits: dict[int, Callable[[], None]] = {}  # id(job) -> ask its kernel to exit
         self._client = None
         self._images: dict[str | None, str] = {}
+        self._base: str | None = None  # the base image, once resolved
         self._containers: dict[int, Any] = {}  # id(job) -> container
         self._placeholders: dict[int, list[Path]] = {}
         self._removals: list[threading.Thread] = []
@@ -106,24 +107,40 @@ class DockerExecutor(Executor):
         return self._client
 
     # -- once per run ------------------------------------------------------------------------
-    def start_run(self, *, spec: PipelineSpec, base_dir: Path, run_id: str, log) -> None:
+    def preflight(self, *, spec: PipelineSpec, base_dir: Path) -> None:
+        """The network setting is valid and a base image is here (or pulled)."""
+        self._base_for(base_dir, log=lambda line: None)
+
+    def _base_for(self, base_dir: Path, *, log) -> str:
         from .. import images
         from ..config import load_config
 
-        config = load_config(base_dir)
-        self.network = self.network or config.network
-        if self.network is not None and self.network not in NETWORKS:
-            raise UsageError(f"network: `{self.network}` is not one of {', '.join(NETWORKS)}",
-                             option="--network")
+        if self._base is None:
+            config = load_config(base_dir)
+            self.network = self.network or config.network
+            if self.network is not None and self.network not in NETWORKS:
+                raise UsageError(f"network: `{self.network}` is not one of "
+                                 f"{', '.join(NETWORKS)}", option="--network")
+            self._base = self._docker(lambda: images.resolve_base(
+                self.client, self.base_image or config.base_image, log=log))
+        return self._base
+
+    def _docker(self, call: Callable[[], Any]) -> Any:
+        """Call the engine; its errors as one MlpipeError."""
         try:
-            self._images = images.pipeline_images(
-                self.client, spec, Path(base_dir), base=self.base_image or config.base_image,
-                log=log)
+            return call()
         except MlpipeError:
             raise
         except Exception as exc:
             raise docker_error(exc) or ExecutorError(
                 f"docker executor: {type(exc).__name__}: {exc}", cause="docker") from exc
+
+    def start_run(self, *, spec: PipelineSpec, base_dir: Path, run_id: str, log) -> None:
+        from .. import images
+
+        base = self._base_for(Path(base_dir), log=log)
+        self._images = self._docker(lambda: images.pipeline_images(
+            self.client, spec, Path(base_dir), base=base, log=log))
 
     def environment(self, step: StepSpec) -> str:
         """The id (sha256:...) of the image the step runs in: part of its cache key."""
