@@ -45,9 +45,21 @@ def cache_key(parts: dict[str, Any]) -> str:
 
 
 def miss_reason(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
-    """Why a step re-ran, compared with its newest reusable run; the first difference wins."""
+    """Why a step re-ran, in one short line: the first difference, and how many more."""
+    return short_reason(miss_reasons(old, new))
+
+
+def short_reason(reasons: list[str]) -> str:
+    """`code changed (and 1 more)`: for live displays; the list itself is stored."""
+    if not reasons:
+        return ""
+    return reasons[0] if len(reasons) == 1 else f"{reasons[0]} (and {len(reasons) - 1} more)"
+
+
+def miss_reasons(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """Every reason a step re-ran, compared with its newest reusable run, most telling first."""
     if old is None:
-        return "no earlier run"
+        return ["no earlier run"]
     changed = []
     if old.get("code") != new["code"]:
         changed.append("code changed")
@@ -69,6 +81,4 @@ def miss_reason(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
                        else "environment changed")
     if old.get("runtime") != new["runtime"]:
         changed.append("mlpipe version changed")
-    if not changed:
-        return "earlier result no longer available"
-    return changed[0] if len(changed) == 1 else f"{changed[0]} (and {len(changed) - 1} more)"
+    return changed or ["earlier result no longer available"]

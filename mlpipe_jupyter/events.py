@@ -23,13 +23,15 @@ OK = frozenset({SUCCEEDED, CACHED})
 
 class RunListener:
     def on_run_started(self, *, run_id: str, notebook: str, params: dict[str, Any],
-                       steps: list[str], executor: str, started: float) -> None: ...
+                       steps: list[str], executor: str, started: float,
+                       defaults: dict[str, Any] | None = None) -> None: ...
 
     def on_step_state(self, *, run_id: str, step: str, state: str, at: float,
                       reason: str | None = None, error: dict | None = None, attempt: int = 1,
                       cache_key: str | None = None, reused_from: str | None = None,
                       outputs: dict[str, str] | None = None,
-                      key_parts: dict | None = None) -> None: ...
+                      key_parts: dict | None = None, reasons: list[str] | None = None
+                      ) -> None: ...
 
     def on_step_log(self, *, run_id: str, step: str, line: str) -> None: ...
 

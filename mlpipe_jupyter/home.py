@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,12 @@ class Home:
 
     def step_dir(self, run_id: str, step: str) -> Path:
         return self.runs / run_id / step
+
+    def latest(self, pipeline: str) -> Path:
+        """`latest/<notebook stem>`: the file outputs of that notebook's last successful run
+        (a symlink to a directory beside it; see latest.py)."""
+        name = re.sub(r"[^\w.+-]", "_", pipeline).lstrip(".") or "notebook"
+        return self.root / "latest" / name
 
     def ensure(self) -> Home:
         for path in (self.root, self.artifacts, self.runs):

@@ -30,6 +30,12 @@ CREATE TABLE IF NOT EXISTS steps (
 CREATE INDEX IF NOT EXISTS steps_by_key ON steps(name, cache_key, state);
 CREATE INDEX IF NOT EXISTS runs_by_start ON runs(started);
 """
+# Columns added after the first release: added to an older db when it is opened (ADD COLUMN is
+# instant in SQLite and older mlpipe versions ignore columns they do not know).
+# runs.defaults: the pipeline's parameter defaults (JSON), to tell the -p changes from them;
+# steps.reasons: every reason a step ran or was reused (JSON list; `reason` is the short form
+# a display shows, and a failure's message once it failed).
+ADDED_COLUMNS = {"runs": {"defaults": "TEXT"}, "steps": {"reasons": "TEXT"}}
 
 
 def _iso(ts: float | None) -> str | None:
@@ -60,6 +66,18 @@ def process_alive(pid: int | None, start: str | None = None) -> bool:
     return start is None or process_start(pid) == start
 
 
+def changed_params(params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a run whose value is not the pipeline's default, in their order."""
+    return {k: v for k, v in params.items() if k not in defaults or defaults[k] != v}
+
+
+def _reasons(step: sqlite3.Row) -> list[str]:
+    if step["reasons"] is not None:
+        return json.loads(step["reasons"])
+    # recorded before the list was: the short reason is all there is (not a failure's message)
+    return [step["reason"]] if step["reason"] and not step["error"] else []
+
+
 class RunStore(RunListener):
     def __init__(self, path: Path, *, recover: bool = True) -> None:
         self.path = Path(path)
@@ -71,12 +89,26 @@ class RunStore(RunListener):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._add_columns()
         if recover:
             self.recover_interrupted()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _add_columns(self) -> None:
+        with self._lock:
+            for table, columns in ADDED_COLUMNS.items():
+                have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns.items():
+                    if name in have:
+                        continue
+                    try:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                    except sqlite3.OperationalError as err:  # another process added it first
+                        if "duplicate column" not in str(err):
+                            raise
 
     def _write(self, sql: str, args: tuple = ()) -> None:
         with self._lock:
@@ -111,15 +143,17 @@ class RunStore(RunListener):
         return dead
 
     # -- RunListener -------------------------------------------------------------------------
-    def on_run_started(self, *, run_id, notebook, params, steps, executor, started, **_) -> None:
+    def on_run_started(self, *, run_id, notebook, params, steps, executor, started,
+                       defaults=None, **_) -> None:
         pid = os.getpid()
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO runs (id, notebook, pipeline, state, started, params, executor, "
-                "host, pid, pid_start) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "host, pid, pid_start, defaults) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, notebook, Path(notebook).stem, "running", started,
-                 json.dumps(params), executor, socket.gethostname(), pid, process_start(pid)))
+                 json.dumps(params), executor, socket.gethostname(), pid, process_start(pid),
+                 None if defaults is None else json.dumps(defaults)))
             self._db.executemany(
                 "INSERT INTO steps (run_id, name, position, state) VALUES (?,?,?,'queued')",
                 [(run_id, name, i) for i, name in enumerate(steps)])
@@ -127,7 +161,7 @@ class RunStore(RunListener):
 
     def on_step_state(self, *, run_id, step, state, at, reason=None, error=None, attempt=1,
                       cache_key=None, reused_from=None, outputs=None, key_parts=None,
-                      **_) -> None:
+                      reasons=None, **_) -> None:
         sets = ["state=?", "reason=?", "attempt=?"]
         args: list[Any] = [state, reason, attempt]
         if state == "running":
@@ -137,7 +171,8 @@ class RunStore(RunListener):
             sets += ["finished=?", "started=COALESCE(started, ?)"]
             args += [at, at]
         for col, value in (("error", error), ("cache_key", cache_key), ("key_parts", key_parts),
-                           ("reused_from", reused_from), ("outputs", outputs)):
+                           ("reused_from", reused_from), ("outputs", outputs),
+                           ("reasons", reasons)):
             if value is not None:
                 sets.append(f"{col}=?")
                 args.append(value if isinstance(value, str) else json.dumps(value))
@@ -187,13 +222,19 @@ class RunStore(RunListener):
     def _run_dict(self, row: sqlite3.Row) -> dict:
         steps = self._db.execute("SELECT * FROM steps WHERE run_id=? ORDER BY position",
                                  (row["id"],)).fetchall()
+        params = json.loads(row["params"] or "{}")
+        defaults = json.loads(row["defaults"]) if row["defaults"] is not None else None
         return {
             "id": row["id"], "notebook": row["notebook"], "state": row["state"],
             "reason": row["reason"], "started": _iso(row["started"]),
-            "finished": _iso(row["finished"]), "params": json.loads(row["params"] or "{}"),
+            "finished": _iso(row["finished"]), "params": params,
+            # None for a run recorded before defaults were: nothing known to compare with
+            "param_defaults": defaults,
+            "params_changed": None if defaults is None else changed_params(params, defaults),
             "executor": row["executor"],
             "steps": [{
                 "name": s["name"], "state": s["state"], "reason": s["reason"],
+                "reasons": _reasons(s),
                 "started": _iso(s["started"]), "finished": _iso(s["finished"]),
                 "error": json.loads(s["error"]) if s["error"] else None,
                 "attempt": s["attempt"], "reused_from": s["reused_from"],

@@ -9,7 +9,7 @@
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { PathExt, URLExt } from '@jupyterlab/coreutils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
-import type { DocumentRegistry } from '@jupyterlab/docregistry';
+import type { DocumentRegistry, IDocumentWidget } from '@jupyterlab/docregistry';
 import { Contents, ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
@@ -75,6 +75,36 @@ class RecordDrive implements Contents.IDrive {
   deleteCheckpoint(): Promise<void> { return this.readOnly(); }
 }
 
+/** A record's tab title, `train_forest · output.ipynb`, for
+ * `mlpipe:<dir>/.mlpipe/runs/<run>/train_forest/output.ipynb` (or `step.ipynb`): every step's
+ * record has the same file name, so the tab says which step it is. Null for other paths. */
+function recordTitle(path: string): string | null {
+  if (!path.startsWith(`${DRIVE}:`)) {
+    return null;
+  }
+  const match = /(?:^|\/)runs\/[^/]+\/([^/]+)\/((?:step|output)\.ipynb)$/.exec(
+    path.slice(DRIVE.length + 1));
+  return match ? `${match[1]} · ${match[2]}` : null;
+}
+
+/** Title a record's tab after its step. A document widget takes a new tab label for a rename
+ * of its file (`_onTitleChanged`), which a read-only record refuses: that handler is
+ * disconnected first, for this widget only. */
+function titleAfterStep(widget: IDocumentWidget): void {
+  const label = recordTitle(widget.context.path);
+  if (label === null) {
+    return;
+  }
+  const renameOnTitle = (widget as unknown as {
+    _onTitleChanged?: (sender: IDocumentWidget['title']) => void;
+  })._onTitleChanged;
+  if (renameOnTitle === undefined) {
+    return; // a JupyterLab that renames another way: keep its label rather than risk a rename
+  }
+  widget.title.changed.disconnect(renameOnTitle, widget);
+  widget.title.label = label;
+}
+
 /** The contents path of the document whose view holds `node`, if any. */
 function documentPath(app: JupyterFrontEnd, docs: IDocumentManager, node: Node): string | null {
   for (const widget of app.shell.widgets('main')) {
@@ -115,6 +145,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           const session = widget.context.sessionContext;
           session.kernelPreference = { ...session.kernelPreference, shouldStart: false,
                                        canStart: false };
+          titleAfterStep(widget);
         }
       });
     for (const factory of docs.registry.widgetFactories()) {

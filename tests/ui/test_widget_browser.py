@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
@@ -118,6 +119,9 @@ def test_wine_example_runs_live_in_jupyterlab(lab, page, artifacts):
     panel.locator(".mp-open").click()
     tab = page.locator(".lm-TabBar-tab", has_text="output.ipynb")
     tab.wait_for(timeout=60_000)
+    # every step's record is an output.ipynb: the tab says which step it is
+    expect(tab.locator(".lm-TabBar-tabLabel")).to_have_text("fit · output.ipynb",
+                                                            timeout=60_000)
     executed = page.locator(".jp-NotebookPanel:visible")
     page.wait_for_function(
         "[...document.querySelectorAll('.jp-NotebookPanel')].some(p => p.offsetParent &&"
