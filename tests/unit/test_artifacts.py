@@ -54,7 +54,8 @@ def test_serialisers_round_trip(tmp_path, value, expected):
 
 
 def test_missing_outputs_are_named(tmp_path):
-    with pytest.raises(runtime.MissingOutput, match="did not produce its declared outputs `model`, `r.json`"):
+    with pytest.raises(runtime.MissingOutput,
+                       match="did not produce its declared outputs `model`, `r.json`"):
         runtime.save_outputs({"outputs_dir": str(tmp_path)}, {}, ["model"], ["r.json"])
 
 
