@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from .builder import PipelineBuilder
+from .checks import require_steps
 from .errors import MlpipeError, NotebookError, SpecError
 from .spec import PipelineSpec
 
@@ -71,4 +72,21 @@ def read_pipeline(path: str | Path) -> PipelineSpec:
         except MlpipeError as err:
             raise type(err)(f"{path.name}, cell {number}: {err}", step=err.step,
                             option=err.option, file=str(path), cell=str(number)) from None
-    return builder.spec()
+    spec = builder.spec()
+    require_steps(spec, notebook=path)
+    return spec
+
+
+def step_cells(path: str | Path) -> dict[str, int]:
+    """Step name -> its cell's number (1-based, as read_pipeline counts) for messages; {} for a
+    notebook that cannot be read."""
+    try:
+        sources = load_cells(Path(path))
+    except NotebookError:
+        return {}
+    cells: dict[str, int] = {}
+    for number, source in enumerate(sources, start=1):
+        parsed = split_cell_magic(source) if source else None
+        if parsed is not None and parsed[0] == "step" and parsed[1].split():
+            cells.setdefault(parsed[1].split()[0], number)
+    return cells

@@ -77,13 +77,48 @@ def pipeline_setup(line: str, cell: str = "") -> None:
     """Code prepended to every step: `%%pipeline_setup [--requirements FILE] [--pip PKG ...]`."""
 
 
+# No abbreviations (argparse would take `--out` for `--outputs`): a saved notebook must mean the
+# same thing after an upgrade adds an option (`--output-dir` would make `--out` ambiguous, and
+# the notebook an error); a misspelt or shortened option gets a suggestion instead.
+step.parser.allow_abbrev = False
+pipeline_setup.parser.allow_abbrev = False
+
+
 def _parse(func, magic: str, line: str):
     try:
         return ma.parse_argstring(func, line)
     except IPythonUsageError as err:
+        unknown = _unknown_option(str(err))
+        if unknown is not None:
+            raise UsageError(_unknown_message(func, magic, line, unknown), option=unknown) \
+                from None
         raise UsageError(f"{magic} {line.strip()}: {err}", option=magic) from None
     except ValueError as err:  # unbalanced quotes from the shell-like splitter
         raise UsageError(f"{magic} {line.strip()}: {err}", option=magic) from None
+
+
+def _unknown_option(message: str) -> str | None:
+    """The first option-like word of argparse's `unrecognized arguments: ...`, if any."""
+    prefix = "unrecognized arguments: "
+    if not message.startswith(prefix):
+        return None
+    for word in message[len(prefix):].split():
+        if word.startswith("-") and len(word) > 1 and not _NUMBER.match(word):
+            return word.partition("=")[0]
+    return None
+
+
+def _unknown_message(func, magic: str, line: str, option: str) -> str:
+    from .checks import did_you_mean
+
+    options = [o for action in func.parser._actions for o in action.option_strings]
+    words = line.split()
+    name = f" {words[0]}" if magic == "%%step" and words and not words[0].startswith("-") else ""
+    hint = did_you_mean(option, options, quote="") or f" (options: {', '.join(options)})"
+    return f"{magic}{name}: unknown option {option}{hint}"
+
+
+_NUMBER = re.compile(r"-\d")
 
 
 def check_artifact(item: str, *, option: str, step: str | None = None) -> str:

@@ -119,7 +119,7 @@ def test_declared_output_not_produced_fails_the_step(tmp_path):
     (["%%step 9lives\nx = 1"], "nb.ipynb, cell 1: %%step: invalid step name `9lives`"),
     (["%%step a --outputs /tmp/x.csv\nx = 1"], "`/tmp/x.csv` is an absolute path"),
     (["%%step a --outputs ../x.csv\nx = 1"], "`../x.csv` escapes the step's working directory"),
-    (["%%step a --colour red\nx = 1"], "unrecognized arguments: --colour"),
+    (["%%step a --colour red\nx = 1"], "nb.ipynb, cell 1: %%step a: unknown option --colour"),
     (["%%pipeline_params\nx = open('f')"], "`x` must be a JSON-compatible literal"),
 ])
 def test_validation_errors_through_the_cli(tmp_path, cells, message):

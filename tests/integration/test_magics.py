@@ -45,7 +45,7 @@ def test_no_run_only_registers(shell):
 def test_bad_arguments_register_nothing(shell):
     with pytest.raises(IPythonUsageError, match="step `bad` --outputs: `/abs` is an absolute"):
         shell.run_cell_magic("step", "bad --outputs /abs", "x = 1")
-    with pytest.raises(IPythonUsageError, match="unrecognized arguments: --nope"):
+    with pytest.raises(IPythonUsageError, match="%%step bad: unknown option --nope"):
         shell.run_cell_magic("step", "bad --nope", "x = 1")
     assert shell.user_ns["_mlpipe"].spec().steps == ()
 

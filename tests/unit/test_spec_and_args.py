@@ -41,7 +41,7 @@ def test_inputs_omitted_means_inferred():
     ("fit --env NOEQUALS", "`NOEQUALS` is not KEY=VALUE"),
     ("fit --memory lots", "`lots` is not a size"),
     ("fit --network host", "invalid choice: 'host'"),
-    ("fit --bogus", "unrecognized arguments: --bogus"),
+    ("fit --bogus", "%%step fit: unknown option --bogus"),
     ("fit 'unclosed", "No closing quotation"),
     ("fit --after 9x", "`9x` is not a step name"),
 ])

@@ -1,0 +1,112 @@
+"""Pre-run checks in a real IPython kernel (jupyter_client): `%pipeline show` and `%pipeline run`
+print their warnings in the cell's output before the widget, say which names exist only in the
+kernel, and refuse a bad `-p`, an unknown option or an empty registry with one UsageError line.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from jupyter_client import KernelManager
+
+from tests.integration.test_kernel_nonblocking import WIDGET_VIEW, Kernel, register
+
+STEPS = [
+    "%%pipeline_params\nn = 3",
+    "helper = lambda rows: len(rows)",  # a plain cell: defined in the kernel only
+    "%%step load --outputs train --no-run\ntrain = [1, 2, n]",
+    "%%step fit --outputs model --no-run\nmodel = helper(trian)",
+]
+WARNINGS = [
+    "warning: step `fit` reads `helper` (line 1: `model = helper(trian)`), which is defined only "
+    "in your kernel (no step outputs it, no parameter or setup code defines it): the step will "
+    "fail with NameError; define it in %%pipeline_setup or output it from a step",
+    "warning: step `fit` reads `trian` (line 1: `model = helper(trian)`), which no step outputs "
+    "and no parameter, setup code or your kernel defines: the step will fail with NameError "
+    "(did you mean `train`?)",
+]
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("kernel")
+    env = {**os.environ, "MLPIPE_EXECUTOR": "local", "MLPIPE_MAX_PARALLEL": "2"}
+    env.pop("MLPIPE_HOME", None)
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(cwd), env=env)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        k = Kernel(km, kc, cwd)
+        reply, _, _ = k.run("%load_ext mlpipe_jupyter")
+        assert reply["status"] == "ok"
+        yield k
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def printed(msgs: list[dict], name: str = "stdout") -> list[str]:
+    return "".join(m["content"]["text"] for m in msgs if m["msg_type"] == "stream"
+                   and m["content"]["name"] == name).splitlines()
+
+
+def first(msgs: list[dict], kinds: tuple[str, ...]) -> int:
+    return next(i for i, m in enumerate(msgs) if m["msg_type"] in kinds)
+
+
+def test_show_warns_before_the_widget_and_says_what_only_the_kernel_has(kernel):
+    register(kernel, STEPS)
+    reply, msgs, _ = kernel.run("%pipeline show")
+    assert reply["status"] == "ok"
+    assert printed(msgs) == WARNINGS
+    (shown,) = [m for m in msgs if m["msg_type"] == "execute_result"]
+    assert WIDGET_VIEW in shown["content"]["data"]
+    assert first(msgs, ("stream",)) < msgs.index(shown)
+
+
+def test_run_warns_before_the_widget_and_the_step_fails_as_warned(kernel):
+    register(kernel, STEPS)
+    reply, msgs, _ = kernel.run("run = %pipeline run")
+    assert reply["status"] == "ok"
+    assert printed(msgs) == WARNINGS
+    assert first(msgs, ("stream",)) < first(msgs, ("display_data",))
+    assert kernel.value("run.wait(300)", timeout=320) == "'failed'"
+    assert kernel.value('run.steps["fit"]') == "'failed'"
+
+
+def test_a_bad_parameter_is_one_usage_error_line_and_nothing_runs(kernel):
+    register(kernel, STEPS)
+    before = kernel.value("id(_mlpipe.last_run)")
+    reply, msgs, _ = kernel.run("%pipeline run -p n=abc")
+    assert (reply["status"], reply["ename"]) == ("error", "UsageError")
+    assert reply["evalue"] == "-p n=abc: expected an int (default 3), got the string 'abc'"
+    assert printed(msgs, "stderr") == [f"UsageError: {reply['evalue']}"]
+    assert not [m for m in msgs if m["msg_type"] in ("display_data", "execute_result")]
+    assert kernel.value("id(_mlpipe.last_run)") == before  # no run was made
+
+
+def test_an_unknown_step_option_suggests_the_closest(kernel):
+    register(kernel, [])
+    reply, _, _ = kernel.run("%%step fit --ouputs model\nmodel = 1")
+    assert (reply["status"], reply["ename"]) == ("error", "UsageError")
+    assert reply["evalue"] == "%%step fit: unknown option --ouputs (did you mean --outputs?)"
+    assert kernel.value("_mlpipe.spec().steps") == "()"  # nothing registered, nothing ran
+    reply, _, _ = kernel.run("model")
+    assert reply["status"] == "error" and reply["ename"] == "NameError"
+
+
+def test_no_steps_is_refused_by_run_and_said_by_show(kernel):
+    register(kernel, ["%%pipeline_params\nn = 3"])
+    message = ("no %%step cells have run in this kernel, so there is no pipeline: run the cells "
+               "that declare the steps first (a `%%step NAME --no-run` cell only registers its "
+               "step)")
+    reply, msgs, _ = kernel.run("%pipeline run")
+    assert (reply["status"], reply["ename"], reply["evalue"]) == ("error", "UsageError", message)
+    assert not [m for m in msgs if m["msg_type"] == "display_data"]
+    reply, msgs, _ = kernel.run("%pipeline show")
+    assert reply["status"] == "ok"  # show puts spec errors in the widget, not a traceback
+    (shown,) = [m["content"]["data"] for m in msgs if m["msg_type"] == "execute_result"]
+    assert shown["text/plain"] == f"pipeline: {message}"
