@@ -3,9 +3,10 @@
 A runtime image is `FROM` a base image (`base-image` in `[tool.mlpipe]` or MLPIPE_BASE_IMAGE;
 unset, the first of DEFAULT_BASES the engine has, else `python:3.11-slim` pulled) plus a venv
 at /opt/mlpipe with papermill, ipykernel and cloudpickle at the host's versions, the
-pipeline's requirements, and this package at the same version, copied from the running source. Its tag `mlpipe-runtime:<hash16>` is a hash of the
-Dockerfile text, the base image's id, the package files and the requirements, so the same inputs
-find the same image and any change builds a new one.
+pipeline's requirements, and this package at the same version, copied from the running source.
+Its tag `mlpipe-runtime:<hash16>` is a hash of the Dockerfile text, the base image's id, the
+package files and the requirements, so the same inputs find the same image and any change
+builds a new one.
 
 The Dockerfile is ordered so that Docker's layer cache does most of the work: the papermill layer
 is shared by every runtime image of a base, and a change of this package alone only redoes the
