@@ -151,7 +151,7 @@ def test_straight_line_code_unbound_iff_python_raises_name_error(stmts):
     except NameError as err:
         assert err.name in reported, (code, reported)
         assert min(reported.values()) == err.__traceback__.tb_next.tb_lineno
-    except TypeError:  # `[1] + 1` and the like: not about names
+    except (TypeError, ValueError):  # `[1] + 1`, a released memoryview: not about names
         pass
     else:
         assert reported == {}, code
@@ -165,7 +165,7 @@ def test_a_function_called_after_everything_is_never_a_false_alarm(stmts, reads)
     code = "\n".join([f"def f():\n    {body}", *stmts, "f()"])
     try:
         exec(compile(code, "<step>", "exec"), {"__builtins__": builtins})
-    except (NameError, TypeError):
+    except (NameError, TypeError, ValueError):
         return
     assert unbound(code) == {}, code
 
