@@ -3,11 +3,14 @@ and a jupyter_client provisioner that launches through it.
 
 A forked kernel costs about a sixth of the CPU of one started as a new interpreter, which is
 what eight parallel steps on two cores wait on. It is used only where it is exactly the kernel
-the step would have got: the stock Python kernel of this interpreter (stepkernel's command), and
-only when the variables read at interpreter start (stepkernel.STARTUP_ENV) are those the zygote
-started with; any other launch goes through jupyter_client's own LocalProvisioner, as does every
-launch once the zygote has failed. The one thing kernels forked in a run share is the hash seed
-of str and bytes (set iteration order), which differs from run to run.
+the step would have got: the stock Python kernel of this interpreter (stepkernel's command, in
+any form stepkernel.stock_kernel_argv accepts), with the interpreter flags the zygote was started
+with (those of the run's kernelspec, read when the zygote starts: spec_flags), and only when the
+variables read at interpreter start (stepkernel.STARTUP_ENV) are those the zygote started with;
+any other launch goes through jupyter_client's own LocalProvisioner, as does every launch once
+the zygote has failed. A forked kernel's sys.executable is the runner's, even where its
+kernelspec names the same interpreter by another path. The one thing kernels forked in a run
+share is the hash seed of str and bytes (set iteration order), which differs from run to run.
 
 Forked kernels are the zygote's children, not the runner's: a kernel's exit is seen through a
 pidfd (Linux 5.3), its exit code comes from the zygote, which reaps it, and the zygote kills
@@ -33,7 +36,7 @@ from pathlib import Path
 
 from jupyter_client.provisioning import LocalProvisioner
 
-from .stepkernel import STARTUP_ENV
+from .stepkernel import STARTUP_ENV, STEP_KERNEL, stock_kernel_argv
 
 MAX_MESSAGE = 1 << 16  # a reply
 MAX_REQUEST = 1 << 17  # one datagram, within the socket's default send buffer
@@ -59,13 +62,42 @@ def startup_vars(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if STARTUP_ENV.match(k) and k != "JPY_PARENT_PID"}
 
 
+def spec_flags(kernel_name: str) -> tuple[str, ...] | None:
+    """The interpreter flags of kernelspec `kernel_name` when it is the stock kernel of this
+    interpreter, None when it is not (then no kernel can be forked). Read as jupyter_client's
+    KernelSpecManager finds it (the first directory of jupyter_path("kernels"), then IPython's,
+    then ipykernel's own spec for python3), without importing IPython to ask where its
+    directory is: this runs before the zygote starts. A guess only: a kernel whose command turns
+    out otherwise starts the usual way (Zygote.kernel_args)."""
+    from jupyter_core.paths import jupyter_path
+
+    wanted = kernel_name.lower()
+    ipython = os.environ.get("IPYTHONDIR") or os.path.expanduser("~/.ipython")
+    for directory in [*jupyter_path("kernels"), os.path.join(ipython, "kernels")]:
+        with contextlib.suppress(OSError):
+            for name in sorted(os.listdir(directory)):
+                spec = os.path.join(directory, name, "kernel.json")
+                if name.lower() == wanted and os.path.isfile(spec):
+                    try:
+                        argv = json.loads(Path(spec).read_text())["argv"]
+                    except (OSError, ValueError, KeyError, TypeError):
+                        return None
+                    if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
+                        return None
+                    stock = stock_kernel_argv(argv)
+                    return None if stock is None else stock.flags
+    return () if wanted == "python3" else None  # ipykernel's own: sys.executable -m ...
+
+
 class Zygote:
     """One zygote process: started at once, ready once its imports are done (a fork request
-    sent before then waits in its socket)."""
+    sent before then waits in its socket). `flags`: its interpreter's, and so its kernels'."""
 
-    def __init__(self, scratch: Path, *, timeout: float = 60) -> None:
+    def __init__(self, scratch: Path, *, flags: tuple[str, ...] = (),
+                 timeout: float = 60) -> None:
         env = dict(os.environ)
         self._startup = startup_vars(env)
+        self.flags = tuple(flags)
         self._lock = threading.Lock()
         self.broken: str | None = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -73,7 +105,8 @@ class Zygote:
         try:
             with open(self.log, "ab") as out:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", "mlpipe_jupyter.kernelzygote", str(theirs.fileno())],
+                    [sys.executable, *self.flags, "-m", "mlpipe_jupyter.kernelzygote",
+                     str(theirs.fileno())],
                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=out,
                     stderr=out, env=env, cwd=scratch, start_new_session=True)
         except BaseException:
@@ -84,12 +117,16 @@ class Zygote:
         ours.settimeout(timeout)
         self._sock = ours
 
-    def accepts(self, cmd: list[str], env: Mapping[str, str]) -> bool:
-        """Would a kernel forked from here be the one `cmd` with `env` would start?"""
-        return (self.broken is None and len(cmd) > 3
-                and cmd[1:3] == ["-m", "mlpipe_jupyter.stepkernel"]
-                and os.path.abspath(cmd[0]) == os.path.abspath(sys.executable)
-                and startup_vars(env) == self._startup)
+    def kernel_args(self, cmd: list[str], env: Mapping[str, str]) -> list[str] | None:
+        """The arguments to fork with when a kernel forked from here is the one `cmd` (as
+        StepKernelManager formats it) with `env` would start; None when it is not."""
+        if self.broken is not None:
+            return None
+        stock = stock_kernel_argv(cmd, env.get("PATH"))
+        if (stock is None or stock.module != STEP_KERNEL or stock.flags != self.flags
+                or startup_vars(env) != self._startup):
+            return None
+        return list(stock.args)
 
     def fork(self, argv: list[str], cwd: str, env: Mapping[str, str], out_fd: int) -> ForkedProcess:
         """A kernel running `argv` (stepkernel's arguments) in `cwd` with `env`, its stdout and
@@ -219,13 +256,14 @@ class ForkProvisioner(LocalProvisioner):
         env = kwargs.get("env") or os.environ
         out = kwargs.get("stdout")
         zygote = self.zygote
-        if zygote is None or out is None or not zygote.accepts(cmd, env):
+        args = None if zygote is None or out is None else zygote.kernel_args(cmd, env)
+        if args is None:
             return await super().launch_kernel(cmd, **kwargs)
         cwd = str(kwargs.get("cwd") or os.getcwd())
         fd = out if isinstance(out, int) else out.fileno()
         try:
             proc = await asyncio.get_running_loop().run_in_executor(
-                None, zygote.fork, cmd[3:], cwd, env, fd)
+                None, zygote.fork, args, cwd, env, fd)
         except ForkUnavailable:
             return await super().launch_kernel(cmd, **kwargs)
         self.process = proc

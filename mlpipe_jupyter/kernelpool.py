@@ -136,10 +136,13 @@ class KernelPool:
         self._count = 0
         # kernels forked from a zygote that imported ipykernel once (kernelfork.py); started
         # now, so its imports overlap the runner's own (papermill's)
+        # with the interpreter flags of the kernelspec (none when it is no stock kernel to fork)
         self._zygote = None
-        if fork and kernelfork.supported():
+        flags = kernelfork.spec_flags(kernel_name) if fork and kernelfork.supported() else None
+        if flags is not None:
             with contextlib.suppress(OSError):  # then every kernel is started the usual way
-                self._zygote = kernelfork.Zygote(self._scratch, timeout=startup_timeout)
+                self._zygote = kernelfork.Zygote(self._scratch, flags=flags,
+                                                 timeout=startup_timeout)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="mlpipe-kernels",
                                         daemon=True)

@@ -1,6 +1,7 @@
 """The kernel zygote: one process per run that imports ipykernel once, then forks every step
-kernel the local executor asks for (`python -m mlpipe_jupyter.kernelzygote FD`; the runner's
-side is kernelfork.py).
+kernel the local executor asks for (`python [FLAGS] -m mlpipe_jupyter.kernelzygote FD`, FLAGS
+the interpreter flags of the run's kernelspec, so that its kernels have them; the runner's side
+is kernelfork.py).
 
 A kernel started as a new interpreter spends most of its start-up CPU importing ipykernel,
 IPython, zmq and tornado (about 0.25 of 0.3 CPU-s here); on 2 cores, eight steps starting at
