@@ -93,14 +93,13 @@ def run(notebook, params, executor, only, from_step, no_cache, max_parallel, fai
                                 options=options, home=_home(home, path.parent))
     except MlpipeError as err:
         _fail(err)
-    if options.executor is None and runner.executor_name == "local":
-        from .executors import executors
+    from .checks import pre_run_warnings  # what would fail later, said before anything runs
+    from .notebook import step_cells
 
-        # said once: steps run without containers because no daemon answers
-        why = executors.get("docker").available() if "docker" in executors.names() else None
-        if why:
-            click.echo(f"note: {why.split(': start it')[0]}; steps run locally, without "
-                       "containers", err=True)
+    for warning in pre_run_warnings(spec, runner.params, cells=step_cells(path)):
+        click.echo(f"warning: {warning}", err=True)
+    for note in runner.notes:  # said once: why the steps run without containers, say
+        click.echo(f"note: {note}", err=True)
     progress = TerminalProgress(runner)
     runner.add_listener(progress)
     runner.add_listener(_run_log_echo(progress.console))
@@ -156,7 +155,7 @@ def runs(as_json, limit, home):
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
-    from .progress import runs_table
+    from .listing import runs_table
 
     runs_table(found)
 
@@ -166,7 +165,7 @@ def runs(as_json, limit, home):
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @click.option("--home", default=None, help="State directory (default: ./.mlpipe).")
 def show(run_id, as_json, home):
-    """Show one run: its steps, states, reasons and errors."""
+    """Show one run: its steps, states, every reason and error, its outputs and their sizes."""
     from .errors import MlpipeError
 
     where = _home(home)
@@ -177,9 +176,9 @@ def show(run_id, as_json, home):
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
-    from .progress import run_details
+    from .listing import run_details
 
-    run_details(found, where.runs / found["id"])
+    run_details(found, where.artifacts, where.runs / found["id"])
 
 
 @main.command()
@@ -187,7 +186,7 @@ def show(run_id, as_json, home):
 @click.argument("step")
 @click.option("--home", default=None, help="State directory (default: ./.mlpipe).")
 def logs(run_id, step, home):
-    """Print the log of STEP in run RUN_ID."""
+    """Print the log of STEP in run RUN_ID (of the run it was reused from, if it was)."""
     from .errors import MlpipeError, NotFound
 
     where = _home(home)
@@ -196,7 +195,19 @@ def logs(run_id, step, home):
         names = [s["name"] for s in found["steps"]]
         if step not in names:
             raise NotFound(f"run {found['id']} has no step `{step}` (steps: {', '.join(names)})")
-        log = where.step_dir(found["id"], step) / "log.txt"
+        info = next(s for s in found["steps"] if s["name"] == step)
+        if info["state"] == "cached" and info.get("reused_from"):
+            from .listing import reuse_origin
+
+            origin = reuse_origin(lambda r: _load_run(where, r), step, info["reused_from"])
+            log = where.step_dir(origin, step) / "log.txt"
+            if not log.exists():
+                raise NotFound(f"step `{step}` was reused from run {origin}; its log from that "
+                               f"run is gone ({log})")
+            click.echo(f"step `{step}` was reused from run {origin}; its log from that run:",
+                       err=True)
+        else:
+            log = where.step_dir(found["id"], step) / "log.txt"
         if not log.exists():
             state = next(s["state"] for s in found["steps"] if s["name"] == step)
             raise NotFound(f"step `{step}` of run {found['id']} has no log (it was {state})")
@@ -234,22 +245,24 @@ def image() -> None:
 @click.argument("notebook", type=click.Path(dir_okay=False))
 @click.option("--base-image", default=None, metavar="IMAGE",
               help="Build FROM this image (default: base-image in [tool.mlpipe], "
-              "$MLPIPE_BASE_IMAGE, or python:3.11-slim).")
+              "$MLPIPE_BASE_IMAGE, else python:3.11-slim or mlpipe-base:bookworm-py3.11, "
+              "whichever the engine has).")
 @click.option("-q", "--quiet", is_flag=True, help="Only the Dockerfile steps, not their output.")
 def image_build(notebook, base_image, quiet):
     """Build (or find) the image every step of NOTEBOOK runs in, ahead of a run."""
     from .config import load_config
     from .errors import MlpipeError
     from .executors.docker import connect
-    from .images import describe, pipeline_images
+    from .images import describe, pipeline_images, resolve_base
     from .notebook import read_pipeline
 
     path = Path(notebook).resolve()
     started = time.monotonic()
     try:
         spec = read_pipeline(path)
-        base = base_image or load_config(path.parent).base_image
         client = connect()
+        base = resolve_base(client, base_image or load_config(path.parent).base_image,
+                            log=lambda line: click.echo(line))
         built = pipeline_images(client, spec, path.parent, base=base, verbose=not quiet,
                                 log=lambda line: click.echo(line))
     except MlpipeError as err:

@@ -141,6 +141,7 @@ class PipelineMagics(Magics):
         return str(Path(name).resolve()) if name else str(Path.cwd() / "<kernel>")
 
     def _run(self, rest: str):
+        from .checks import require_steps
         from .config import load_config
         from .handle import PipelineRun
         from .runner import PipelineRunner, RunOptions
@@ -149,6 +150,7 @@ class PipelineMagics(Magics):
             args = ma.parse_argstring(_run_args, rest)
         except (IPythonUsageError, ValueError) as err:
             raise MlpipeError(f"%pipeline run: {err}") from None
+        require_steps(self.spec())  # before an executor is chosen: no image built for nothing
         config = load_config(Path.cwd())
         options = RunOptions(
             params=parse_assignments(args.param), executor=args.executor or config.executor,
@@ -157,6 +159,9 @@ class PipelineMagics(Magics):
             executor_options={"network": args.network} if args.network else {})
         runner = PipelineRunner(self.spec(), notebook=self._notebook_label(),
                                 base_dir=Path.cwd(), options=options)
+        self._warn(runner.spec, runner.params)
+        for note in runner.notes:  # why the steps run without containers, say
+            print(f"note: {note}")
         run = PipelineRun(runner)
         self.last_run = run
         # the widget is shown before the first event, so it misses nothing; the handle the
@@ -171,6 +176,7 @@ class PipelineMagics(Magics):
 
     def _show(self, rest: str):
         """The DAG of the registered steps, not run; a spec error is a line in the widget."""
+        from .checks import require_steps
         from .dag import build_dag
         from .widget import DagWidget
 
@@ -179,10 +185,20 @@ class PipelineMagics(Magics):
         title = Path(self._notebook_label()).name
         try:
             spec = self.spec()
+            require_steps(spec)
             graph = build_dag(spec, file_exists=lambda p: Path(p).exists())
         except MlpipeError as err:
             return DagWidget(message=str(err), title=title)
+        self._warn(spec)
         return DagWidget(graph, title=title)
+
+    def _warn(self, spec, params: dict[str, Any] | None = None) -> None:
+        """What the pipeline would fail on, one line each in the cell output, before the widget;
+        a name that exists in this kernel but in no step notebook is said to be kernel-only."""
+        from .checks import pre_run_warnings
+
+        for warning in pre_run_warnings(spec, params, kernel_names=self.shell.user_ns.keys()):
+            print(f"warning: {warning}")
 
     def _runs(self, rest: str):
         from .home import Home

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ class TerminalProgress(StepView):
         self.live_mode = self.console.is_terminal
         self.started = time.time()
         self._live: Live | None = None
+        self._said: set[str] = set()  # messages already printed: each is said once
 
     def start(self) -> None:
         name = Path(self.runner.notebook).name
@@ -70,6 +72,9 @@ class TerminalProgress(StepView):
                 info = dict(self.steps[step])
             took = _fmt(at - info["started"]) if state in FINAL else ""
             detail = self._detail(info)
+            if detail in self._said and state in ("skipped", "cancelled"):
+                detail = "(as above)"
+            self._said.add(detail)
             self.console.print(f"[{_fmt(at - self.started):>7}] {ICONS[state]} {step:<20} "
                                f"[{STYLES[state]}]{state:<9}[/] {took:>7}"
                                f"{'  ' + detail if detail else ''}",
@@ -80,7 +85,8 @@ class TerminalProgress(StepView):
         if self._live is not None:
             self._live.update(self._table())
 
-    def _table(self) -> Table:
+    def _table(self, below: frozenset[str] = frozenset()) -> Table:
+        """The steps' table; a detail in `below` is printed under it, so not in it."""
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         for col in ("", "step", "state", "time", "detail"):
             table.add_column(col, overflow="fold" if col == "detail" else "ellipsis")
@@ -93,25 +99,32 @@ class TerminalProgress(StepView):
                 detail = self._detail(info)
                 if state == "running" and info["total"]:
                     detail = f"cell {info['done']}/{info['total']}"
+                elif detail in below:  # said once, above as it happened or below
+                    detail = "(above)" if detail in self._said else "(below)"
                 table.add_row(ICONS[state], name, f"[{STYLES[state]}]{state}[/]", took, detail)
         return table
 
     def summary(self, state: str) -> None:
-        self.console.print(self._table())
+        """The table, then each error once (with where to read more), then the outcome."""
         run_dir = self.runner.home.runs / self.runner.run_id
         with self.lock:
-            errors = {n: i["error"] for n, i in self.steps.items() if i.get("error")}
+            errors = {n: i["error"] for n, i in self.steps.items()
+                      if i.get("error") and i["error"].get("error") != "Cancelled"}
             outputs = {k: v for i in self.steps.values() for k, v in i["outputs"].items()}
+        reason = getattr(self.runner, "reason", None)
+        below = {escape(e.get("message", "")) for e in errors.values()}
+        if reason and not errors:
+            below.add(escape(reason))
+        self.console.print(self._table(frozenset(below)))
         for step, error in errors.items():
-            if error.get("error") == "Cancelled":
-                continue
-            self.console.print(Text(f"✘ {error.get('message', step)}", style="bold red"),
-                               soft_wrap=True)
+            message = error.get("message", step)
+            if escape(message) in self._said:  # printed as it happened: the paths only
+                message = f"step `{step}` failed (above)"
+            self.console.print(Text(f"✘ {message}", style="bold red"), soft_wrap=True)
             self.console.print(f"  log: {run_dir / step / 'log.txt'}\n"
                                f"  executed notebook: {run_dir / step / 'output.ipynb'}",
                                soft_wrap=True, highlight=False)
-        reason = getattr(self.runner, "reason", None)
-        if reason and not errors:
+        if reason and not errors and escape(reason) not in self._said:
             self.console.print(Text(reason, style="bold red"), soft_wrap=True)
         files = {name: digest for name, digest in outputs.items()
                  if not is_variable(name)}
@@ -121,45 +134,14 @@ class TerminalProgress(StepView):
                 path = self.runner.artifacts.path(digest) / "data" / name.rstrip("/")
                 self.console.print(f"  {name}: {path}", soft_wrap=True, highlight=False,
                                    markup=False)
+            latest = getattr(self.runner, "latest", None)  # set when the run succeeded
+            if latest is not None:
+                self.console.print(f"copies in {latest}{os.sep} (always the last successful "
+                                   "run's files)", soft_wrap=True, highlight=False, markup=False)
         took = _fmt(time.time() - self.started)
         style = "green" if state == "succeeded" else "bold red"
         self.console.print(f"[{style}]{state}[/] in {took}: run {self.runner.run_id}, "
                            f"results in {run_dir}", soft_wrap=True, highlight=False)
-
-
-def runs_table(runs: list[dict]) -> None:
-    console = Console(highlight=False)
-    table = Table(box=None, header_style="bold")
-    for col in ("run", "notebook", "state", "started", "steps"):
-        table.add_column(col, no_wrap=col != "steps")
-    for run in runs:
-        counts: dict[str, int] = {}
-        for step in run["steps"]:
-            counts[step["state"]] = counts.get(step["state"], 0) + 1
-        steps = ", ".join(f"{n} {s}" for s, n in counts.items())
-        table.add_row(run["id"], Path(run["notebook"] or "").name,
-                      f"[{STYLES.get(run['state'], '')}]{run['state']}[/]",
-                      (run["started"] or "")[:19].replace("T", " "), steps)
-    console.print(table if runs else "no runs yet")
-
-
-def run_details(run: dict, run_dir: Path) -> None:
-    console = Console(highlight=False)
-    console.print(f"run [bold]{run['id']}[/] of {run['notebook']}: "
-                  f"[{STYLES.get(run['state'], '')}]{run['state']}[/]"
-                  + (f" ({escape(run['reason'])})" if run.get("reason") else ""), soft_wrap=True)
-    console.print(f"started {run['started']}, finished {run['finished']}, "
-                  f"params {run['params']}", soft_wrap=True)
-    table = Table(box=None, header_style="bold")
-    for col in ("", "step", "state", "time", "attempt", "reason"):
-        table.add_column(col, overflow="fold")
-    for step in run["steps"]:
-        table.add_row(ICONS.get(step["state"], "?"), step["name"],
-                      f"[{STYLES.get(step['state'], '')}]{step['state']}[/]",
-                      _fmt(step.get("duration")), str(step.get("attempt") or ""),
-                      Text((step.get("error") or {}).get("message") or step.get("reason") or ""))
-    console.print(table)
-    console.print(f"step notebooks and logs: {run_dir}", soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

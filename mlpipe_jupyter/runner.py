@@ -15,9 +15,10 @@ from typing import Any
 
 from . import __version__
 from .artifacts import ArtifactStore
-from .cache import cache_key, key_parts, miss_reason
+from .cache import cache_key, key_parts, miss_reasons, short_reason
+from .checks import check_params
 from .dag import build_dag, select, topo_order
-from .errors import Cancelled, ExecutorError, MlpipeError, SpecError, StepFailed, UsageError
+from .errors import Cancelled, ExecutorError, MlpipeError, SpecError, StepFailed
 from .events import (
     CACHED,
     CANCELLED,
@@ -55,17 +56,15 @@ def new_run_id() -> str:
 
 
 def resolve_params(spec: PipelineSpec, overrides: dict[str, Any]) -> dict[str, Any]:
-    values = spec.param_defaults
-    unknown = [k for k in overrides if k not in values]
-    if unknown:
-        known = ", ".join(values) or "none declared"
-        raise UsageError(f"-p {unknown[0]}: unknown parameter (pipeline parameters: {known})",
-                         option=unknown[0])
-    return {**values, **overrides}
+    """The run's parameter values; an unknown name or a value of the wrong type is a one-line
+    UsageError raised here, before any executor is chosen or started (rules: checks.py)."""
+    return check_params(spec.param_defaults, overrides)
 
 
 class PipelineRunner:
     """One run of one pipeline. Construct (validates everything), then `run()`."""
+
+    latest: Path | None = None  # once the run succeeded: its file outputs' stable directory
 
     def __init__(self, spec: PipelineSpec, *, notebook: str, base_dir: str | Path,
                  options: RunOptions | None = None, home: Home | None = None,
@@ -78,10 +77,8 @@ class PipelineRunner:
         self.graph = build_dag(spec, file_exists=lambda p: (self.base_dir / p).exists())
         self.params = resolve_params(spec, self.options.params)
         self.selected = select(self.graph, self.options.only, self.options.from_step)
-        self.executor_name = self.options.executor or executors.default()
-        self.executor: Executor = executors.get(self.executor_name)(**self.options.executor_options)
-        if (why := self.executor.available()) is not None:
-            raise ExecutorError(why, option="--executor")
+        self.notes: list[str] = []  # one line each, for the user: why steps run locally, ...
+        self.executor_name, self.executor = self._choose_executor()
         self.max_parallel = max(1, self.options.max_parallel or os.cpu_count() or 1)
         self.executor.max_parallel = self.max_parallel  # bounds work an executor does ahead
         self.run_id = new_run_id()
@@ -101,6 +98,30 @@ class PipelineRunner:
         self._lock = threading.Lock()
         self.state: str = QUEUED
         self.reason: str | None = None
+
+    def _choose_executor(self) -> tuple[str, Executor]:
+        """The executor asked for (an error if it cannot start), else docker when a daemon
+        answers and can run this pipeline here, else local with a note saying why."""
+        options = self.options.executor_options
+        if self.options.executor is not None:
+            executor = executors.get(self.options.executor)(**options)
+            if (why := executor.available()) is not None:
+                raise ExecutorError(why, option="--executor")
+            return self.options.executor, executor
+        if "docker" in executors.names():
+            docker = executors.get("docker")
+            if (why := docker.available()) is not None:
+                self.notes.append(f"{why.split(': start it')[0]}; steps run locally, without "
+                                  "containers")
+            else:
+                executor = docker(**options)
+                try:
+                    executor.preflight(spec=self.spec, base_dir=self.base_dir)
+                    return "docker", executor
+                except MlpipeError as err:
+                    self.notes.append(f"docker executor cannot run here: {err}; steps run "
+                                      "locally, without containers")
+        return "local", executors.get("local")(**options)
 
     def _ancestors(self, name: str) -> set[str]:
         import networkx as nx
@@ -135,7 +156,8 @@ class PipelineRunner:
         self.state = RUNNING
         self.events.on_run_started(run_id=self.run_id, notebook=self.notebook,
                                    params=self.params, steps=self.order,
-                                   executor=self.executor_name, started=started)
+                                   executor=self.executor_name, started=started,
+                                   defaults=self.spec.param_defaults)
         reason = None
         try:
             self.executor.start_run(spec=self.spec, base_dir=self.base_dir, run_id=self.run_id,
@@ -143,7 +165,7 @@ class PipelineRunner:
             self._publish_sources()
             self._schedule()
         except MlpipeError as err:
-            reason = str(err)
+            reason = str(err)  # also the run's reason: displays say it once, not per step
             for name, state in self.states.items():
                 if state not in FINAL:
                     self._set(name, SKIPPED if not self.cancelled else CANCELLED,
@@ -172,6 +194,11 @@ class PipelineRunner:
     def _finish(self, state: str, reason: str | None) -> None:
         self.state, self.reason = state, reason
         self.artifacts.clean_staging()
+        if state == SUCCEEDED:  # <home>/latest/<notebook stem>/: its files, swapped in whole
+            from .latest import publish_run
+
+            self.latest = publish_run(self.home, self.notebook, self.run_id, self.artifacts,
+                                      self.outputs, log=self._run_log)
         self.events.on_run_finished(run_id=self.run_id, state=state, at=time.time(),
                                     reason=reason)
         self.store.close()
@@ -216,7 +243,8 @@ class PipelineRunner:
         origin = row["reused_from"] or row["run_id"]
         self.outputs[step.name] = outputs
         self._set(step.name, CACHED, reason=f"reused from run {origin}", cache_key=key,
-                  key_parts=parts, reused_from=origin, outputs=outputs)
+                  key_parts=parts, reused_from=origin, outputs=outputs,
+                  reasons=[f"reused from run {origin}"])
         return True
 
     def _schedule(self) -> None:
@@ -256,10 +284,10 @@ class PipelineRunner:
                             continue
                         if self._try_reuse(step, parts, key):
                             continue
-                        reason = ("--no-cache" if step.no_cache or self.options.no_cache else
-                                  miss_reason(self.store.last_key_parts(self.notebook, name),
-                                              parts))
-                        future = pool.submit(self._execute, step, key, parts, reason)
+                        reasons = (["--no-cache"] if step.no_cache or self.options.no_cache else
+                                   miss_reasons(self.store.last_key_parts(self.notebook, name),
+                                                parts))
+                        future = pool.submit(self._execute, step, key, parts, reasons)
                         running[future] = name
                 if self.cancelled:
                     for name in pending:
@@ -288,7 +316,8 @@ class PipelineRunner:
         self._stop_running_steps()
 
     # -- one step ----------------------------------------------------------------------------
-    def _execute(self, step: StepSpec, key: str, parts: dict, reason: str) -> None:
+    def _execute(self, step: StepSpec, key: str, parts: dict, reasons: list[str]) -> None:
+        reason = short_reason(reasons)  # what live displays show; the store keeps them all
         step_dir = self.home.step_dir(self.run_id, step.name)
         step_dir.mkdir(parents=True, exist_ok=True)
         notebook = step_dir / "step.ipynb"
@@ -305,7 +334,7 @@ class PipelineRunner:
                     self._set(step.name, CANCELLED, reason="run cancelled", attempt=attempt)
                     return
                 self._set(step.name, RUNNING, reason=reason, attempt=attempt, cache_key=key,
-                          key_parts=parts)
+                          key_parts=parts, reasons=reasons)
                 if attempts > 1:
                     log(f"--- attempt {attempt} of {attempts} ---")
                 try:
@@ -373,19 +402,24 @@ class PipelineRunner:
         return self._publish_outputs(step, workdir, outputs_dir)
 
     def _publish_outputs(self, step: StepSpec, workdir: Path, outputs_dir: Path) -> dict[str, str]:
+        """Copy the step's outputs into the artifact store, never through a symlink the step
+        left (safefs.py): one that would lead out of its output fails the step, naming both."""
+        from .safefs import Refused
+
         published = {}
         for item in step.outputs:
-            if is_variable(item):
-                produced = outputs_dir / item
-                if not (produced / "meta.json").is_file():
-                    raise StepFailed(f"step `{step.name}` did not produce its declared output "
-                                     f"`{item}`", step=step.name, cell="the outputs cell")
-                published[item] = self.artifacts.publish_variable(produced)
-            else:
-                produced = workdir / item.rstrip("/")
-                if not produced.exists():
-                    raise StepFailed(f"step `{step.name}` did not produce its declared output "
-                                     f"`{item}`", step=step.name, cell="the outputs cell")
-                published[item] = self.artifacts.publish_file(produced, item)
+            label = f"output `{item}`"
+            try:
+                if is_variable(item):
+                    published[item] = self.artifacts.publish_output_variable(
+                        outputs_dir, item, label=label)
+                else:
+                    published[item] = self.artifacts.publish_output(workdir, item, label=label)
+            except FileNotFoundError:
+                raise StepFailed(f"step `{step.name}` did not produce its declared output "
+                                 f"`{item}`", step=step.name, cell="the outputs cell") from None
+            except Refused as err:
+                raise StepFailed(f"step `{step.name}`: {err}", step=step.name, file=item,
+                                 cause="unsafe-output") from None
         shutil.rmtree(outputs_dir, ignore_errors=True)
         return published
