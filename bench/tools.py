@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT_BIN = Path(sys.executable).parent  # the project venv: mlpipe, papermill
 BENCH_VENV = ROOT / ".venv-bench"  # Ploomber's own venv: its pins never touch the project's
 PLOOMBER_REQS = ["ploomber==0.23.3", "papermill", "ipykernel"]
+# their tested versions (a lock of its own: Ploomber 0.23 needs notebook<7); `make upgrade`
+BENCH_LOCK = ROOT / "requirements" / "bench-constraints.txt"
 TIMEOUT = 900
 
 
@@ -114,16 +116,18 @@ def docker_unavailable(env: dict[str, str]) -> str | None:
 
 
 def ensure_ploomber(log=print) -> str | None:
-    """Create .venv-bench with Ploomber from PyPI once (idempotent); None when usable, else
-    the reason it is not."""
+    """Create .venv-bench with Ploomber from PyPI at the versions of BENCH_LOCK once (again
+    when the lock changes); None when usable, else the reason it is not."""
     stamp = BENCH_VENV / ".bench-stamp"
-    wanted = " ".join(PLOOMBER_REQS)
+    wanted = " ".join(PLOOMBER_REQS) + "\n" + BENCH_LOCK.read_text()
     if stamp.exists() and stamp.read_text() == wanted and (BENCH_VENV / "bin/ploomber").exists():
         return None
-    log(f"creating {BENCH_VENV.name} with {wanted} (once)")
+    log(f"creating {BENCH_VENV.name} with {' '.join(PLOOMBER_REQS)} (once)")
     base = getattr(sys, "_base_executable", sys.executable)
     steps = [[base, "-m", "venv", "--clear", str(BENCH_VENV)],
-             [str(BENCH_VENV / "bin/pip"), "install", "-q", *PLOOMBER_REQS]]
+             [str(BENCH_VENV / "bin/pip"), "install", "-q", "-c", str(BENCH_LOCK), "pip"],
+             [str(BENCH_VENV / "bin/pip"), "install", "-q", "-c", str(BENCH_LOCK),
+              *PLOOMBER_REQS]]
     for cmd in steps:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:

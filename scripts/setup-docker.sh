@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Idempotently provide a real Docker engine and an offline base image (no registry reachable here).
 # 1. docker.io + debootstrap from Debian; 2. dockerd started by hand if no daemon answers;
-# 3. a Debian bookworm base image (python 3.11) built with debootstrap, tagged as the default
-#    base image name so that `FROM python:3.11-slim` works without a registry.
+# 3. a Debian bookworm base image (python 3.11) built with debootstrap, tagged with a name of
+#    the project's own, mlpipe-base:bookworm-py3.11 (MLPIPE_BASE_IMAGE overrides), never an
+#    official image's name: a home-made `python:3.11-slim` would shadow the real one. mlpipe
+#    uses it when no base-image is configured and the engine has no python:3.11-slim.
 # Each part is skipped when already there; the daemon is left running for the tests.
 set -euo pipefail
-BASE_TAG="${MLPIPE_BASE_IMAGE:-python:3.11-slim}"
+BASE_TAG="${MLPIPE_BASE_IMAGE:-mlpipe-base:bookworm-py3.11}"
+# what earlier versions of this script tagged their image, wrongly
+SHADOWING_TAG="python:3.11-slim"
 LOG_DIR="${MLPIPE_SETUP_LOG_DIR:-/tmp/mlpipe-setup}"
 mkdir -p "$LOG_DIR"
 
@@ -44,6 +48,25 @@ apt_mirror() {
   fi
   printf '%s' "$found"
 }
+
+# An image made by `docker import` (as this script does) says "Imported from -" and has one
+# history entry; a pulled python:3.11-slim has its Dockerfile's history instead.
+home_made() {
+  [ "$(docker image inspect --format '{{.Comment}}' "$1" 2>/dev/null)" = "Imported from -" ] \
+    && [ "$(docker history -q --no-trunc "$1" 2>/dev/null | wc -l)" = 1 ]
+}
+
+if [ "$BASE_TAG" != "$SHADOWING_TAG" ] && home_made "$SHADOWING_TAG"; then
+  # an earlier version of this script made it: keep the image under its own name when that
+  # is missing (the same debootstrap recipe; its runtime images stay valid), drop the
+  # official name so that a real python:3.11-slim can be pulled or used
+  if ! docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
+    say "renaming the home-made $SHADOWING_TAG to $BASE_TAG"
+    docker tag "$SHADOWING_TAG" "$BASE_TAG"
+  fi
+  say "untagging $SHADOWING_TAG: it is an image an earlier setup-docker.sh imported, not the official one"
+  docker rmi "$SHADOWING_TAG" >/dev/null
+fi
 
 if ! docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
   mirror=$(apt_mirror)

@@ -13,6 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 MLPIPE = str(Path(sys.executable).with_name("mlpipe"))
+# The base image the Docker tests build FROM: the one scripts/setup-docker.sh makes (no registry
+# is reachable here; `make test` runs it), or MLPIPE_BASE_IMAGE. Never `python:3.11-slim`, which
+# a machine may hold as the real image or not at all.
+BASE_IMAGE = os.environ.get("MLPIPE_BASE_IMAGE", "mlpipe-base:bookworm-py3.11")
 
 
 def write_notebook(path: Path, cells: list[str]) -> Path:

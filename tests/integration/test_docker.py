@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import MLPIPE, NOTEBOOKS, run_cli, write_notebook
+from conftest import BASE_IMAGE, MLPIPE, NOTEBOOKS, run_cli, write_notebook
 
 from mlpipe_jupyter.events import RunListener
 from mlpipe_jupyter.executors.containers import owner_label
@@ -40,9 +40,8 @@ def client():
                     "`bash scripts/setup-docker.sh` (as `make test` and .ci/run do).",
                     pytrace=False)
     c = connect()
-    base = os.environ.get("MLPIPE_BASE_IMAGE", "python:3.11-slim")
-    if not c.images.list(name=base):
-        pytest.fail(f"base image {base} is missing: run `bash scripts/setup-docker.sh`",
+    if not c.images.list(name=BASE_IMAGE):
+        pytest.fail(f"base image {BASE_IMAGE} is missing: run `bash scripts/setup-docker.sh`",
                     pytrace=False)
     yield c
     c.close()
@@ -169,7 +168,7 @@ def test_a_step_image_gets_the_runtime_layers_and_a_missing_one_is_named(noteboo
                                                                          client):
     import io
 
-    dockerfile = b"FROM python:3.11-slim\nRUN echo from-the-step-image > /marker\n"
+    dockerfile = f"FROM {BASE_IMAGE}\nRUN echo from-the-step-image > /marker\n".encode()
     client.images.build(fileobj=io.BytesIO(dockerfile), tag="mlpipe-test-marker:1", rm=True)
     runner, state = run_pipeline(notebook_dir, [
         "%%step custom --image mlpipe-test-marker:1 --outputs marker\n"
@@ -508,7 +507,7 @@ def test_gc_images_lists_runtime_images_of_other_mlpipe_files_only(notebook_dir,
     for tag, package in (("test-stale", "from-another-version"), ("test-current",
                                                                    package_digest())):
         image, _ = client.images.build(
-            fileobj=io.BytesIO(f"FROM python:3.11-slim\nLABEL test={tag}\n".encode()),
+            fileobj=io.BytesIO(f"FROM {BASE_IMAGE}\nLABEL test={tag}\n".encode()),
             tag=f"mlpipe-runtime:{tag}", rm=True,
             labels={RUNTIME_LABEL: "x", PACKAGE_LABEL: package})
         made.append(image)

@@ -31,6 +31,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
 ARTIFACTS = ROOT / "test-artifacts"
+# how long an `expect(...)` assertion waits for the page to get there: generous, for a loaded
+# machine with 2 cores (Playwright's default is 5 s)
+EXPECT_TIMEOUT_MS = 60_000
 
 
 @dataclass
@@ -156,9 +159,10 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     assert os.access(CHROMIUM, os.X_OK), "run scripts/setup-browser.sh (make test does)"
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
                                      headless=True)
