@@ -2,7 +2,13 @@
 
 An artifact directory holds `meta.json` and `data/`. Its digest is the sha256 of the meta and
 of every file under data/ (relative path and content), so the same content is stored once.
-Publishing is atomic: a staged directory is renamed into place, never written in place.
+Publishing is atomic: a staged directory is renamed into place, never written in place. A
+published file is read-only (0444) and a directory 0755: no setuid bit, nobody else's to write.
+
+What a step produced is copied in without following a symlink out of the directory the step
+wrote it in (safefs.py): a file output that is a link is refused; a link inside a directory
+output is kept as a link when it resolves inside that output, refused otherwise; a variable
+holds no link at all.
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import uuid
 from pathlib import Path
 from typing import Any
 
+from . import safefs
 from .errors import NotFound
 
 CHUNK = 1 << 20
@@ -28,12 +36,26 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _entries(root: Path) -> list[Path]:
+    """Every file and symlink under root, links never followed."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        found += [Path(dirpath, n) for n in dirnames + filenames
+                  if os.path.islink(os.path.join(dirpath, n))]
+        found += [Path(dirpath, n) for n in filenames
+                  if not os.path.islink(os.path.join(dirpath, n))]
+    return sorted(found)
+
+
 def tree_digest(root: Path) -> str:
-    """Digest of a directory: its files' relative paths and contents, in sorted order."""
+    """Digest of a directory: its files' relative paths and contents (a link's own text), in
+    sorted order."""
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
+    for path in _entries(root):
         rel = path.relative_to(root).as_posix()
-        h.update(rel.encode() + b"\0" + file_digest(path).encode() + b"\n")
+        content = (b"link:" + os.fsencode(os.readlink(path)) if path.is_symlink()
+                   else file_digest(path).encode())
+        h.update(rel.encode() + b"\0" + content + b"\n")
     return h.hexdigest()
 
 
@@ -63,9 +85,12 @@ class ArtifactStore:
         if final.exists():
             shutil.rmtree(staged, ignore_errors=True)
             return digest
-        for path in staged.rglob("*"):
-            if path.is_file():
-                path.chmod(0o444)
+        for dirpath, dirnames, filenames in os.walk(staged):
+            for name in dirnames + filenames:
+                path = os.path.join(dirpath, name)
+                mode = os.lstat(path).st_mode
+                if not stat.S_ISLNK(mode):
+                    os.chmod(path, 0o755 if stat.S_ISDIR(mode) else 0o444)
         try:
             os.rename(staged, final)
         except OSError:  # another run published the same content first
@@ -91,6 +116,29 @@ class ArtifactStore:
             shutil.copyfile(source, data)
         kind = "directory" if source.is_dir() else "file"
         (staged / "meta.json").write_text(json.dumps({"kind": kind, "path": name.rstrip("/")}))
+        return self.publish(staged)
+
+    def publish_output(self, workdir: Path, item: str, *, label: str) -> str:
+        """A file output of a step: `item` under its work dir, copied without following a link
+        out of it (safefs.Refused says why not; FileNotFoundError when it is not there)."""
+        name = item.rstrip("/")
+        staged = self.staging_dir()
+        data = staged / "data" / name
+        data.parent.mkdir(parents=True, exist_ok=True)
+        kind = safefs.copy_out(workdir, name, data, label=label, shown=f"{name}/", links=True)
+        if kind == "directory":
+            safefs.links_out_of(data, label=label, shown=f"{name}/")
+        (staged / "meta.json").write_text(json.dumps({"kind": kind, "path": name}))
+        return self.publish(staged)
+
+    def publish_output_variable(self, outputs_dir: Path, name: str, *, label: str) -> str:
+        """What runtime.save_outputs wrote for the variable `name` in a step's outputs dir, with
+        no link anywhere in it. FileNotFoundError without its meta.json."""
+        staged = self.staging_dir()
+        os.rmdir(staged)
+        safefs.copy_out(outputs_dir, name, staged, label=label, shown=f"{name}/", links=False)
+        if not (staged / "meta.json").is_file():
+            raise FileNotFoundError(f"{name}/meta.json")
         return self.publish(staged)
 
     def meta(self, digest: str) -> dict[str, Any]:

@@ -9,8 +9,23 @@ such sockets, papermill and the kernel (`python -m mlpipe_jupyter.stepmain`), wi
     /mlpipe/work/<path>     each file input, read-only
     /mlpipe/inputs/<name>   each variable input's artifact directory, read-only
     /mlpipe/outputs         where the outputs cell writes variable artifacts (rw)
-    /mlpipe/step            the step's run directory: step notebook, executed notebook (rw)
     /mlpipe/kernel          the kernel's connection file and sockets (rw, kernel only)
+    /mlpipe/step            stepmain only: its job file, and where it writes the executed
+                            notebook and the kernel's log (rw: a box in the step's run
+                            directory, which the runner collects from, safefs.py)
+    /mlpipe/notebook.ipynb  stepmain only: the step notebook (read-only)
+
+The step's run directory itself (log.txt, output.ipynb) is never mounted: the runner writes
+there, and a step that could write there could make the runner write through a symlink.
+
+A step is a sandbox (sandbox.py does the host side):
+- it runs as the invoking user's uid:gid, or SANDBOX_USER when that is root (the directories it
+  writes are handed to that uid before it runs and back afterwards);
+- with no capability (cap_drop ALL), no-new-privileges, a read-only image (the root file
+  system) with a tmpfs /tmp that is also its HOME (IPython, Jupyter, pip --user, caches);
+- with at most `default_pids` processes and threads, and a memory cap: its `--memory`, else
+  the executor's `memory` option (MLPIPE_DOCKER_MEMORY, `none` for no cap), else
+  `default_memory` of the engine's memory. Swap is never added on top of the cap.
 
 Labels `mlpipe.run`, `mlpipe.step` and `mlpipe.owner` (host:pid:start-time of the runner
 process) let a run cancel its containers and `mlpipe gc` find those of runners that died.
@@ -21,6 +36,7 @@ from __future__ import annotations
 import codecs
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +47,52 @@ from .base import StepJob
 WORK, INPUTS, OUTPUTS, STEP = "/mlpipe/work", "/mlpipe/inputs", "/mlpipe/outputs", "/mlpipe/step"
 KERNEL = "/mlpipe/kernel"
 PYTHON = "/opt/mlpipe/bin/python"
-NOTEBOOK = "/mlpipe/notebook.ipynb"  # only when the notebook is not in the step directory
+NOTEBOOK = "/mlpipe/notebook.ipynb"  # stepmain only: the step notebook, read-only
 JOB_FILE = "container.json"
 RUN_LABEL, STEP_LABEL, OWNER_LABEL = "mlpipe.run", "mlpipe.step", "mlpipe.owner"
+BOX = "box"  # in the step's run directory: what stepmain's container writes (mounted at STEP)
+# the uid:gid a step runs as when the invoking user is root: Debian's nobody:nogroup, which
+# owns nothing on the host and exists in every Debian-based image (so getpass and ~ work)
+SANDBOX_USER = (65534, 65534)
+TMPFS = {"/tmp": "rw,exec,nosuid,nodev,mode=1777"}  # exec: JIT caches (numba, triton) live here
+GIB = 1 << 30
+
+
+def container_user(owner: tuple[int, int]) -> tuple[int, int]:
+    """Who runs in the container for a step whose files belong to `owner`: never root."""
+    return SANDBOX_USER if owner[0] == 0 else owner
+
+
+def default_memory(total: int) -> int:
+    """The memory cap of a step that sets none: the engine's memory less a tenth of it (at
+    least 1 GiB), so that a runaway step is killed with an "out of memory" error before it takes
+    the host (its runner, Jupyter, the desktop) down, while an honest step can use nearly all."""
+    return max(total - max(GIB, total // 10), GIB // 4)
+
+
+def default_pids(cpus: int) -> int:
+    """Processes and threads a step may have at once (a fork bomb stops there): enough for a
+    BLAS thread per core in each of a worker pool's processes on a big machine."""
+    return max(4096, 64 * cpus)
+
+
+def parse_memory_option(value: Any) -> int | None | bool:
+    """The executor's `memory` option: a size, `none` (no cap), or unset (True: the default)."""
+    if value is None or value == "":
+        return True
+    if str(value).strip().lower() in ("none", "0", "off"):
+        return None
+    try:
+        return parse_memory(str(value))
+    except UsageError:
+        raise UsageError(f"executor option memory={value}: use a size such as 8g, or none",
+                         option="memory") from None
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int | None  # the cap of a step without --memory (None: no cap)
+    pids: int
 
 
 def parse_user(value: Any = None) -> tuple[int, int]:
@@ -79,13 +138,13 @@ def io_paths(job: StepJob) -> dict:
 
 
 def container_kwargs(job: StepJob, *, image: str, user: tuple[int, int], network: str | None,
-                     owner: str, kernel: tuple[Path, str] | None = None) -> dict[str, Any]:
-    """The `containers.create()` arguments for one attempt of a step. Pure. `kernel`: (host
-    directory, connection file in the container) to run only the kernel, else stepmain."""
+                     owner: str, kernel: tuple[Path, str] | None = None,
+                     limits: Limits | None = None) -> dict[str, Any]:
+    """The `containers.create()` arguments for one attempt of a step. Pure. `user`: the uid:gid
+    it runs as; `kernel`: (host directory, connection file in the container) to run only the
+    kernel, else stepmain."""
     step = job.step
-    step_dir = job.output.parent
-    mounts = [_bind(job.workdir, WORK, False), _bind(job.outputs_dir, OUTPUTS, False),
-              _bind(step_dir, STEP, False)]
+    mounts = [_bind(job.workdir, WORK, False), _bind(job.outputs_dir, OUTPUTS, False)]
     if kernel is not None:
         from ..stepkernel import KERNEL_ARGS
 
@@ -93,11 +152,12 @@ def container_kwargs(job: StepJob, *, image: str, user: tuple[int, int], network
         command = [PYTHON, "-m", "mlpipe_jupyter.stepkernel", "-f", kernel[1], *KERNEL_ARGS]
     else:
         command = [PYTHON, "-m", "mlpipe_jupyter.stepmain", f"{STEP}/{JOB_FILE}"]
-        if job.notebook.parent != step_dir:
-            mounts.append(_bind(job.notebook, NOTEBOOK, True))
+        mounts += [_bind(job.output.parent / BOX, STEP, False),
+                   _bind(job.notebook, NOTEBOOK, True)]
     mounts += [_bind(path, f"{INPUTS}/{name}", True) for name, path in sorted(job.inputs.items())]
     mounts += [_bind(path, f"{WORK}/{rel.rstrip('/')}", True)
                for rel, path in sorted(job.files.items())]
+    limits = limits or Limits(memory=None, pids=default_pids(os.cpu_count() or 1))
     kwargs: dict[str, Any] = {
         "image": image,
         "command": command,
@@ -111,14 +171,18 @@ def container_kwargs(job: StepJob, *, image: str, user: tuple[int, int], network
         "mounts": mounts,
         "network_mode": step.network or network or "bridge",
         "init": True,  # tini as pid 1 reaps the kernel and passes signals on
+        "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
+        "read_only": True,
+        "tmpfs": dict(TMPFS),
+        "pids_limit": limits.pids,
     }
     if step.cpus:
         kwargs["nano_cpus"] = int(step.cpus * 1e9)
-    if step.memory:
-        limit = parse_memory(step.memory, step=step.name)
-        kwargs["mem_limit"] = limit
-        kwargs["memswap_limit"] = limit  # no swap on top: over the limit is out of memory
+    memory = parse_memory(step.memory, step=step.name) if step.memory else limits.memory
+    if memory:
+        kwargs["mem_limit"] = memory
+        kwargs["memswap_limit"] = memory  # no swap on top: over the limit is out of memory
     if step.gpus:
         kwargs["device_requests"] = [{"count": step.gpus, "capabilities": [["gpu"]]}]
     return kwargs

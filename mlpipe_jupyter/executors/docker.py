@@ -1,16 +1,18 @@
 """The `docker` executor: every step in its own container, from the pipeline's runtime image.
 
-A step's container (its mounts and labels: containers.py) runs the step's fresh kernel as the
-invoking user's uid:gid, and is removed when the step ends, is cancelled or times out. Papermill
-runs in the runner and drives that kernel over sockets in a mounted directory (kernelbridge.py),
-as the local executor drives its kernels; where the runner cannot reach such sockets (Docker
-Desktop's VM, a remote daemon) the container runs papermill too (stepmain) and its output is
-streamed into the step's log. Option `papermill` (host|container, MLPIPE_DOCKER_PAPERMILL)
-chooses. The Docker socket is never mounted.
+A step's container (its mounts, labels and sandbox: containers.py, sandbox.py) runs the step's
+fresh kernel as the invoking user's uid:gid (never root), and is removed when the step ends, is
+cancelled or times out. Papermill runs in the runner and drives that kernel over sockets in a
+mounted directory (kernelbridge.py), as the local executor drives its kernels; where the runner
+cannot reach such sockets (Docker Desktop's VM, a remote daemon) the container runs papermill
+too (stepmain) and its output is streamed into the step's log. Option `papermill`
+(host|container, MLPIPE_DOCKER_PAPERMILL) chooses. The Docker socket is never mounted.
 
-No memory or CPU limit is set unless the step asks (`--memory`, `--cpus`): a default cap would
-kill honest data-science steps on big machines with no hint why; a step that asks gets a hard
-cap (swap included) and a clear "out of memory" error when it goes over.
+Memory: a step's `--memory`, else option `memory` (MLPIPE_DOCKER_MEMORY, `none`: no cap), else
+the engine's memory less a tenth, at least 1 GiB (containers.default_memory). Without any cap
+one runaway step (a join that explodes) took the host down, runner and Jupyter with it, saying
+nothing; a cap that only keeps a margin for the host kills no step that would have survived
+without it, and says "out of memory". Swap is never added on top. CPU: only `--cpus`.
 
 The `docker` SDK is imported only when the executor is used, so the CLI starts fast.
 """
@@ -18,6 +20,7 @@ The `docker` SDK is imported only when the executor is used, so the CLI starts f
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -30,17 +33,18 @@ from ..errors import ExecutorError, MlpipeError, StepFailed, UsageError
 from ..spec import PipelineSpec, StepSpec
 from ..stepargs import NETWORKS
 from ..stepbook import failure_from_notebook
-from . import kernelbridge
+from . import kernelbridge, sandbox
 from .base import Executor, StepJob
 from .containers import (
-    JOB_FILE,
     NOTEBOOK,
     RUN_LABEL,
     STEP,
     LineSplitter,
     container_kwargs,
+    container_user,
     io_paths,
     owner_label,
+    parse_memory_option,
     parse_user,
 )
 from .daemon import (
@@ -50,7 +54,6 @@ from .daemon import (
     daemon_address,
     daemon_down,
     docker_error,
-    remove_quietly,
 )
 
 KERNEL_START_TIMEOUT = 60  # s for a container's kernel to bind its sockets
@@ -60,15 +63,22 @@ PAPERMILL_IN = ("host", "container")
 
 
 class DockerExecutor(Executor):
-    """Options: `network` (none|bridge, the run's default), `base_image`, `user` (UID[:GID]),
-    `papermill` (host|container: where papermill runs; default host where it can reach the
-    container's sockets)."""
+    """Options: `network` (none|bridge, the run's default), `base_image`, `user` (UID[:GID] whose
+    the step's files are; root's steps run as containers.SANDBOX_USER), `papermill`
+    (host|container: where papermill runs; default host where it can reach the container's
+    sockets), `memory` (the cap of steps without --memory: a size, or none),
+    `pids_limit`."""
 
     name = "docker"
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.user = parse_user(options.get("user"))
+        self.user = parse_user(options.get("user"))  # whose the step's files are
+        self.run_as = container_user(self.user)  # who runs in the container
+        self.memory = parse_memory_option(options.get("memory",
+                                                      os.environ.get("MLPIPE_DOCKER_MEMORY")))
+        self.pids_limit = int(options.get("pids_limit") or 0) or None
+        self._limits: sandbox.Limits | None = None
         if self.user != (os.getuid(), os.getgid()) and os.getuid() != 0:
             # the step's directories are handed to that user before it runs
             raise UsageError(f"executor option user={options['user']}: only root can run steps "
@@ -88,6 +98,7 @@ class DockerExecutor(Executor):
         self._base: str | None = None  # the base image, once resolved
         self._containers: dict[int, Any] = {}  # id(job) -> container
         self._placeholders: dict[int, list[Path]] = {}
+        self._settle: dict[int, list[int]] = {}  # id(job) -> fds of the dirs it wrote
         self._removals: list[threading.Thread] = []
         self._owner = owner_label()
         self._lock = threading.Lock()
@@ -186,30 +197,17 @@ class DockerExecutor(Executor):
 
     def prepare(self, job: StepJob) -> None:
         super().prepare(job)
-        # Mount points of file inputs are made here, not by Docker, which would make them
-        # root-owned inside the user's working directory.
-        made: list[Path] = []
-        for rel, source in job.files.items():
-            dest = job.workdir / rel.rstrip("/")
-            missing = [p for p in [dest, *dest.parents] if not p.exists()
-                       and job.workdir in p.parents]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if source.is_dir():
-                dest.mkdir(exist_ok=True)
-            elif not dest.exists():
-                dest.touch()
-            made += missing
-        # deepest first, so that cleanup can remove directories once they are empty
-        made.sort(key=lambda p: len(p.parts), reverse=True)
-        self._placeholders[id(job)] = made
-        if self.user != (os.getuid(), os.getgid()):
-            # the container's user must be able to write where the step writes
-            writable = [job.workdir, job.outputs_dir, job.output.parent, job.output,
-                        job.output.parent / "kernel.log",
-                        *(p for p in made if p.is_dir())]
-            for path in writable:
-                if path.exists():
-                    os.chown(path, *self.user)
+        self._placeholders[id(job)] = made = sandbox.make_mount_points(job)
+        # the container's user must be able to write where the step writes
+        sandbox.hand_over([job.workdir, job.outputs_dir, *(p for p in made if p.is_dir())],
+                          self.run_as)
+        self._settle[id(job)] = sandbox.open_dirs([job.workdir, job.outputs_dir])
+
+    def limits(self) -> sandbox.Limits:
+        if self._limits is None:
+            self._limits = self._docker(lambda: sandbox.engine_limits(
+                self.client, self.memory, self.pids_limit))
+        return self._limits
 
     def execute(self, job: StepJob, parameters: dict[str, Any]) -> None:
         image = self.environment(job.step)
@@ -225,11 +223,11 @@ class DockerExecutor(Executor):
         from ..stepengine import import_papermill, run_step_notebook
         from ..stepkernel import exit_kernel
 
-        files = kernelbridge.kernel_files(self.user)
+        files = kernelbridge.kernel_files(self.run_as)
         self._kernel_files[id(job)] = files
         container = self._start(job, container_kwargs(
-            job, image=image, user=self.user, network=self.network, owner=self._owner,
-            kernel=(files.host_dir, files.container_file)))
+            job, image=image, user=self.run_as, network=self.network, owner=self._owner,
+            kernel=(files.mount_dir, files.container_file), limits=self.limits()))
         watch = ContainerWatch(container, job.output.parent / "kernel.log")
         import_papermill()  # while the container boots
         alive = watch.running
@@ -247,10 +245,10 @@ class DockerExecutor(Executor):
                 raise self._failure(job, code, self._oom(container), watch.tail()) from None
             raise
         finally:
-            if self.user != (os.getuid(), os.getgid()):  # written here, for the step's user
+            if self.user != sandbox.runner_ids():  # written here, for the step's user
                 for path in (job.output, job.output.parent / "kernel.log"):
                     with contextlib.suppress(OSError):
-                        os.chown(path, *self.user)
+                        os.chown(path, *self.user, follow_symlinks=False)
             if km is not None and alive():
                 def ask_exit(wait: float, km=km) -> None:
                     with contextlib.suppress(Exception):
@@ -268,23 +266,24 @@ class DockerExecutor(Executor):
 
     def _run_stepmain(self, job: StepJob, parameters: dict[str, Any], image: str) -> None:
         """Papermill and the kernel in the container, its output streamed here."""
-        step_dir = job.output.parent
-        notebook = (f"{STEP}/{job.notebook.name}" if job.notebook.parent == step_dir
-                    else NOTEBOOK)
-        (step_dir / JOB_FILE).write_text(json.dumps({
-            "notebook": notebook, "output": f"{STEP}/{job.output.name}",
+        # the container writes in a box the runner collects from (sandbox.collect_box)
+        sandbox.make_box(job, self.run_as, json.dumps({
+            "notebook": NOTEBOOK, "output": f"{STEP}/{job.output.name}",
             "parameters": repr(parameters), "kernel_log": f"{STEP}/kernel.log", "image": image,
-        }, indent=1), encoding="utf-8")
-        container = self._start(job, container_kwargs(
-            job, image=image, user=self.user, network=self.network, owner=self._owner))
-        tail = self._follow(container, job)
+        }, indent=1))
         try:
+            container = self._start(job, container_kwargs(
+                job, image=image, user=self.run_as, network=self.network, owner=self._owner,
+                limits=self.limits()))
+            tail = self._follow(container, job)
             code = container.wait()["StatusCode"]
             oom = code != 0 and self._oom(container)  # an OOM kill exits non-zero
         except Exception:
+            sandbox.collect_box(job, self.user)
             if self.stop_reason(job) is not None:  # removed by cancel_run
                 raise self.stop_reason(job) from None
             raise
+        sandbox.collect_box(job, self.user)
         if self.stop_reason(job) is not None:
             raise self.stop_reason(job)
         if code != 0:
@@ -350,7 +349,10 @@ class DockerExecutor(Executor):
     def _failure(self, job: StepJob, code: int, oom: bool, tail: list[str]) -> MlpipeError:
         name = job.step.name
         if oom:
-            limit = f"limit {job.step.memory}" if job.step.memory else "no --memory limit set"
+            default = self._limits.memory if self._limits else None
+            limit = (f"limit {job.step.memory}" if job.step.memory else
+                     f"default limit {default / 2**30:.1f}g; set --memory" if default else
+                     "no memory limit set")
             return StepFailed(f"step `{name}` was killed: out of memory ({limit})", step=name,
                               cause="oom", ename="OutOfMemory")
         failure = failure_from_notebook(name, job.output)
@@ -369,22 +371,19 @@ class DockerExecutor(Executor):
             container = self._containers.pop(id(job), None)
         ask_exit = self._exits.pop(id(job), None)
         files = self._kernel_files.pop(id(job), None)
+        # what the step wrote goes back to its owner, with no setuid bit, once nothing in the
+        # container can change it any more (sandbox.settle)
+        settle = functools.partial(sandbox.settle, self._settle.pop(id(job), []),
+                                   self.user if self.run_as != self.user else None)
         if container is not None:
             # off the step's critical path (0.1-0.2 s); end_run waits for it and sweeps by label
-            removal = threading.Thread(target=remove_quietly, args=(container, ask_exit, files),
-                                       daemon=True)
+            removal = threading.Thread(target=sandbox.remove, daemon=True,
+                                       args=(container, ask_exit, files, settle))
             removal.start()
             self._removals.append(removal)
-        elif files is not None:  # no container was created
-            files.remove()
-        for path in self._placeholders.pop(id(job), []):
-            try:
-                if path.is_dir():
-                    path.rmdir()  # only if empty: the step may have written beside an input
-                elif path.stat().st_size == 0:
-                    path.unlink()
-            except OSError:
-                pass
+        else:  # no container was created
+            sandbox.remove(None, None, files, settle)
+        sandbox.remove_mount_points(self._placeholders.pop(id(job), []))
 
     def translate(self, job: StepJob, exc: Exception) -> MlpipeError:
         stopped = self.stop_reason(job)

@@ -55,7 +55,9 @@ def test_mounts_inputs_read_only_outputs_read_write(tmp_path):
     assert mounts == {
         "/mlpipe/work": (str(d / "work"), False),
         "/mlpipe/outputs": (str(d / "out"), False),
-        "/mlpipe/step": (str(d), False),
+        # stepmain writes its record in a box of the step's run directory, never in it
+        "/mlpipe/step": (str(d / "box"), False),
+        "/mlpipe/notebook.ipynb": (str(d / "step.ipynb"), True),
         "/mlpipe/inputs/train": (str(tmp_path / "artifacts" / "aa"), True),
         "/mlpipe/inputs/test": (str(tmp_path / "artifacts" / "bb"), True),
         "/mlpipe/work/data/raw.csv": (str(tmp_path / "artifacts/cc/data/data/raw.csv"), True),
@@ -199,16 +201,32 @@ def test_kernel_files_give_each_side_its_own_socket_paths(tmp_path):
     files = kernelbridge.kernel_files((os.getuid(), os.getgid()))
     try:
         assert files.host_dir.stat().st_mode & 0o777 == 0o700  # the key and sockets are ours
-        inside = json.loads((files.host_dir / "kernel.json").read_text())
+        assert files.mount_dir == files.host_dir / "m"  # what the container gets
+        inside = json.loads((files.mount_dir / "kernel.json").read_text())
         assert inside["transport"] == "ipc" and inside["ip"] == "/mlpipe/kernel/k"
         assert inside["key"] == files.key and len(files.key) == 64
         host = files.info(str(files.host_dir / "k"))
         # the longest socket path the runner connects to fits a unix socket's 107 bytes
         assert len(f"{host['ip']}-{max(kernelbridge.PORTS.values())}") < 107
         assert not files.ready()
+        bound = []
         for port in kernelbridge.PORTS.values():
-            (files.host_dir / f"k-{port}").touch()
+            sock = socket.socket(socket.AF_UNIX)
+            sock.bind(str(files.mount_dir / f"k-{port}"))
+            bound.append(sock)
         assert files.ready()
+        files.link_sockets()  # the runner connects to its own links to the kernel's sockets
+        for port in kernelbridge.PORTS.values():
+            assert (files.host_dir / f"k-{port}").samefile(files.mount_dir / f"k-{port}")
+        # a container that swaps a socket for a symlink (to a host socket) is refused
+        (files.mount_dir / "k-3").unlink()
+        (files.mount_dir / "k-3").symlink_to("/var/run/docker.sock")
+        with pytest.raises(RuntimeError, match="left /mlpipe/kernel/k-3, which is not its "
+                                               "kernel's socket"):
+            files.link_sockets()
+        assert not (files.host_dir / "k-3").exists()
+        for sock in bound:
+            sock.close()
     finally:
         files.remove()
     assert not files.host_dir.exists()
