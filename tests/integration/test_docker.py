@@ -20,7 +20,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import BASE_IMAGE, MLPIPE, NOTEBOOKS, run_cli, write_notebook
 
 from mlpipe_jupyter.events import RunListener
 from mlpipe_jupyter.executors.containers import owner_label
@@ -28,6 +27,7 @@ from mlpipe_jupyter.executors.docker import DockerExecutor, connect
 from mlpipe_jupyter.notebook import read_pipeline
 from mlpipe_jupyter.runner import PipelineRunner, RunOptions
 from mlpipe_jupyter.store import RunStore
+from tests.conftest import BASE_IMAGE, MLPIPE, NOTEBOOKS, run_cli, write_notebook
 
 pytestmark = pytest.mark.docker
 

@@ -9,12 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import NOTEBOOKS, run_cli, write_notebook
 
 from mlpipe_jupyter import images
 from mlpipe_jupyter.executors.docker import DockerExecutor, connect
 from mlpipe_jupyter.notebook import read_pipeline
 from mlpipe_jupyter.runner import PipelineRunner
+from tests.conftest import NOTEBOOKS, run_cli, write_notebook
 
 MISSING = "mlpipe-test-no-such-base:0"
 CELLS = ["%%step load --outputs x\nx = 20", "%%step add --outputs y\ny = x + 1",

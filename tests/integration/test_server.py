@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, write_notebook
+
+from tests.conftest import run_cli, write_notebook
 
 
 def _free_port() -> int:
