@@ -88,7 +88,7 @@ def run(notebook, params, executor, only, from_step, no_cache, max_parallel, fai
             params=parse_assignments(list(params)), executor=executor or config.executor,
             only=tuple(only), from_step=from_step, no_cache=no_cache,
             max_parallel=max_parallel or config.max_parallel, fail_fast=fail_fast,
-            executor_options={"network": network} if network else {})
+            executor_options={"network": network} if network else {}, source="cli")
         runner = PipelineRunner(spec, notebook=str(path), base_dir=path.parent,
                                 options=options, home=_home(home, path.parent))
     except MlpipeError as err:
@@ -324,6 +324,11 @@ def gc(everything, images, dry_run, home):
                + (f" and {len(scratch)} scratch director{'ies' if len(scratch) != 1 else 'y'}"
                   if scratch else ""))
 
+
+from .cli_service import COMMANDS as _SERVICE_COMMANDS  # noqa: E402  (publish, serve, ...)
+
+for _command in _SERVICE_COMMANDS:
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()

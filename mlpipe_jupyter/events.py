@@ -24,7 +24,9 @@ OK = frozenset({SUCCEEDED, CACHED})
 class RunListener:
     def on_run_started(self, *, run_id: str, notebook: str, params: dict[str, Any],
                        steps: list[str], executor: str, started: float,
-                       defaults: dict[str, Any] | None = None) -> None: ...
+                       defaults: dict[str, Any] | None = None, experiment: str | None = None,
+                       source: str | None = None, pipeline: str | None = None,
+                       pipeline_version: int | None = None) -> None: ...
 
     def on_step_state(self, *, run_id: str, step: str, state: str, at: float,
                       reason: str | None = None, error: dict | None = None, attempt: int = 1,

@@ -156,7 +156,8 @@ class PipelineMagics(Magics):
             params=parse_assignments(args.param), executor=args.executor or config.executor,
             only=tuple(args.only), from_step=args.from_step, no_cache=args.no_cache,
             max_parallel=args.max_parallel or config.max_parallel, fail_fast=args.fail_fast,
-            executor_options={"network": args.network} if args.network else {})
+            executor_options={"network": args.network} if args.network else {},
+            source="kernel")
         runner = PipelineRunner(self.spec(), notebook=self._notebook_label(),
                                 base_dir=Path.cwd(), options=options)
         self._warn(runner.spec, runner.params)

@@ -35,7 +35,11 @@ CREATE INDEX IF NOT EXISTS runs_by_start ON runs(started);
 # runs.defaults: the pipeline's parameter defaults (JSON), to tell the -p changes from them;
 # steps.reasons: every reason a step ran or was reused (JSON list; `reason` is the short form
 # a display shows, and a failure's message once it failed).
-ADDED_COLUMNS = {"runs": {"defaults": "TEXT"}, "steps": {"reasons": "TEXT"}}
+# runs.experiment, runs.source (cli|kernel|rest|schedule), runs.pipeline_version: what the
+# pipeline service files a run under and who started it (None for runs recorded before).
+ADDED_COLUMNS = {"runs": {"defaults": "TEXT", "experiment": "TEXT", "source": "TEXT",
+                          "pipeline_version": "INTEGER"},
+                 "steps": {"reasons": "TEXT"}}
 
 
 def _iso(ts: float | None) -> str | None:
@@ -123,37 +127,44 @@ class RunStore(RunListener):
             ).fetchall()
             dead = [r["id"] for r in rows
                     if r["host"] == host and not process_alive(r["pid"], r["pid_start"])]
-            now = time.time()
-            for run_id in dead:
-                self._db.execute("BEGIN")
-                self._db.execute(
-                    "UPDATE steps SET state='failed', reason='interrupted', finished=? "
-                    "WHERE run_id=? AND state='running'", (now, run_id))
-                self._db.execute(
-                    "UPDATE steps SET state='skipped', reason='run interrupted' "
-                    "WHERE run_id=? AND state='queued'", (run_id,))
-                self._db.execute(
-                    "UPDATE runs SET state='failed', reason='interrupted', finished=? "
-                    "WHERE id=?", (now, run_id))
-                self._db.execute("COMMIT")
         for run_id in dead:
-            from .artifacts import ArtifactStore
-
-            ArtifactStore(self.path.parent / "artifacts", run_id=run_id).clean_staging()
+            self.mark_failed(run_id, "interrupted")
         return dead
+
+    def mark_failed(self, run_id: str, reason: str) -> None:
+        """A run whose runner is gone: its running steps failed, queued ones skipped."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "UPDATE steps SET state='failed', reason=?, finished=? "
+                "WHERE run_id=? AND state='running'", (reason, now, run_id))
+            self._db.execute(
+                "UPDATE steps SET state='skipped', reason='run interrupted' "
+                "WHERE run_id=? AND state='queued'", (run_id,))
+            self._db.execute(
+                "UPDATE runs SET state='failed', reason=?, finished=? WHERE id=?",
+                (reason, now, run_id))
+            self._db.execute("COMMIT")
+        from .artifacts import ArtifactStore
+
+        ArtifactStore(self.path.parent / "artifacts", run_id=run_id).clean_staging()
 
     # -- RunListener -------------------------------------------------------------------------
     def on_run_started(self, *, run_id, notebook, params, steps, executor, started,
-                       defaults=None, **_) -> None:
+                       defaults=None, experiment=None, source=None, pipeline=None,
+                       pipeline_version=None, **_) -> None:
         pid = os.getpid()
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO runs (id, notebook, pipeline, state, started, params, executor, "
-                "host, pid, pid_start, defaults) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, notebook, Path(notebook).stem, "running", started,
+                "host, pid, pid_start, defaults, experiment, source, pipeline_version) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, notebook, pipeline or Path(notebook).stem, "running", started,
                  json.dumps(params), executor, socket.gethostname(), pid, process_start(pid),
-                 None if defaults is None else json.dumps(defaults)))
+                 None if defaults is None else json.dumps(defaults), experiment, source,
+                 pipeline_version))
             self._db.executemany(
                 "INSERT INTO steps (run_id, name, position, state) VALUES (?,?,?,'queued')",
                 [(run_id, name, i) for i, name in enumerate(steps)])
@@ -201,11 +212,19 @@ class RunStore(RunListener):
                 (notebook, step)).fetchone()
         return json.loads(row["key_parts"]) if row else None
 
-    def runs(self, limit: int = 20, notebook: str | None = None) -> list[dict]:
+    def runs(self, limit: int = 20, notebook: str | None = None, **where: str | None
+             ) -> list[dict]:
+        """Newest first; `where`: equality filters on pipeline, experiment, state, source."""
+        filters = {"notebook": notebook, **where}
+        unknown = set(filters) - {"notebook", "pipeline", "experiment", "state", "source"}
+        if unknown:
+            raise TypeError(f"unknown filters {sorted(unknown)}")
+        used = {k: v for k, v in filters.items() if v is not None}
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(f"{k}=?" for k in used)
+                                      if used else "")
         with self._lock:
-            sql = "SELECT * FROM runs" + (" WHERE notebook=?" if notebook else "")
             rows = self._db.execute(sql + " ORDER BY started DESC, id DESC LIMIT ?",
-                                    (notebook, limit) if notebook else (limit,)).fetchall()
+                                    (*used.values(), limit)).fetchall()
             return [self._run_dict(r) for r in rows]
 
     def run(self, run_id: str) -> dict:
@@ -232,6 +251,8 @@ class RunStore(RunListener):
             "param_defaults": defaults,
             "params_changed": None if defaults is None else changed_params(params, defaults),
             "executor": row["executor"],
+            "pipeline": row["pipeline"], "version": row["pipeline_version"],
+            "experiment": row["experiment"], "source": row["source"],
             "steps": [{
                 "name": s["name"], "state": s["state"], "reason": s["reason"],
                 "reasons": _reasons(s),
