@@ -5,6 +5,13 @@ of every file under data/ (relative path and content), so the same content is st
 Publishing is atomic: a staged directory is renamed into place, never written in place. A
 published file is read-only (0444) and a directory 0755: no setuid bit, nobody else's to write.
 
+Artifacts are checked before they are trusted (`verify`): when reused from history and when a
+step loads one as an input. The fast path compares each entry's size, mtime and type with the
+stamp written at publish time (`.stamps/<digest>.json`); where they differ, or there is no
+stamp, the content is hashed again. A damaged artifact is never reused: its step runs again,
+and publishing the same digest over a damaged directory replaces it. `mlpipe verify` rehashes
+everything.
+
 What a step produced is copied in without following a symlink out of the directory the step
 wrote it in (safefs.py): a file output that is a link is refused; a link inside a directory
 output is kept as a link when it resolves inside that output, refused otherwise; a variable
@@ -59,6 +66,17 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
+def _fingerprint(root: Path) -> list[list]:
+    """What the fast check compares: every entry's path, size, mtime and type, links not
+    followed. Cheap (lstat only), and changed by any ordinary write."""
+    out = []
+    for path in _entries(root):
+        st = os.lstat(path)
+        out.append([path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns,
+                    stat.S_IFMT(st.st_mode)])
+    return out
+
+
 class ArtifactStore:
     def __init__(self, root: Path, *, run_id: str = "any") -> None:
         self.root = Path(root)
@@ -73,6 +91,44 @@ class ArtifactStore:
     def exists(self, digest: str) -> bool:
         return (self.root / digest / "meta.json").is_file()
 
+    def _stamp(self, digest: str) -> Path:
+        return self.root / ".stamps" / f"{digest}.json"
+
+    def _write_stamp(self, digest: str, fingerprint: list[list]) -> None:
+        stamp = self._stamp(digest)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stamp.with_name(f".{stamp.name}.{uuid.uuid4().hex}")
+        tmp.write_text(json.dumps(fingerprint))
+        os.replace(tmp, stamp)
+
+    def verify(self, digest: str, *, full: bool = False) -> str | None:
+        """None when the artifact holds what its digest says; else what is wrong, in a few
+        words. `full` rehashes even when the stamp matches."""
+        final = self.path(digest)
+        if not (final / "meta.json").is_file():
+            return "missing" if not final.exists() else "meta.json missing"
+        try:
+            current = _fingerprint(final)
+            if not full:
+                try:
+                    if json.loads(self._stamp(digest).read_text()) == current:
+                        return None
+                except (OSError, ValueError):
+                    pass  # no stamp yet (an older store) or a damaged one: hash
+            if tree_digest(final) != digest:
+                return "content changed"
+        except OSError as err:
+            return f"unreadable ({err.strerror or err})"
+        self._write_stamp(digest, current)
+        return None
+
+    def digests(self) -> list[str]:
+        """Every artifact in the store."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if len(p.name) == 64 and not p.name.startswith("."))
+
     def staging_dir(self) -> Path:
         path = self._staging / uuid.uuid4().hex
         path.mkdir(parents=True)
@@ -83,21 +139,36 @@ class ArtifactStore:
         digest = tree_digest(staged)
         final = self.root / digest
         if final.exists():
-            shutil.rmtree(staged, ignore_errors=True)
-            return digest
+            if self.verify(digest) is None:
+                shutil.rmtree(staged, ignore_errors=True)
+                return digest
+            self._set_aside(final)  # damaged: the staged copy replaces it
         for dirpath, dirnames, filenames in os.walk(staged):
             for name in dirnames + filenames:
                 path = os.path.join(dirpath, name)
                 mode = os.lstat(path).st_mode
                 if not stat.S_ISLNK(mode):
                     os.chmod(path, 0o755 if stat.S_ISDIR(mode) else 0o444)
+        fingerprint = _fingerprint(staged)  # rename keeps sizes and mtimes
         try:
             os.rename(staged, final)
         except OSError:  # another run published the same content first
             if not final.exists():
                 raise
             shutil.rmtree(staged, ignore_errors=True)
+            return digest
+        self._write_stamp(digest, fingerprint)
         return digest
+
+    def _set_aside(self, final: Path) -> None:
+        """Move a damaged artifact out of the way (atomically), then delete it."""
+        aside = self.root / ".damaged" / f"{final.name}-{uuid.uuid4().hex}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(final, aside)
+        except FileNotFoundError:  # another run set it aside first
+            return
+        shutil.rmtree(aside, ignore_errors=True)
 
     def publish_variable(self, produced: Path) -> str:
         """`produced` is what runtime.save_outputs wrote for one variable."""
