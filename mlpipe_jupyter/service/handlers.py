@@ -25,13 +25,14 @@ class ServiceHandler(MlpipeHandler):
     auth_resource = "mlpipe"
 
     async def prepare(self) -> None:  # type: ignore[override]
+        # no credentials at all: 401 before Jupyter's checks (its XSRF check would say 403)
+        if getattr(self.identity_provider, "auth_enabled", True) and not (
+                self.request.headers.get("Authorization") or self.get_argument("token", None)
+                or self.request.cookies):
+            raise web.HTTPError(401)
         await super().prepare()
         if not self.current_user:
-            presented = bool(self.request.headers.get("Authorization")
-                             or self.get_argument("token", None)
-                             or any(name.startswith("username-") or name == "_xsrf"
-                                    for name in self.request.cookies))
-            raise web.HTTPError(403 if presented else 401)
+            raise web.HTTPError(403)
 
     def get_login_url(self) -> str:
         raise web.HTTPError(401)

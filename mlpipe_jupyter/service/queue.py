@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import signal
 import sqlite3
 import subprocess
@@ -38,7 +37,7 @@ def enqueue(c: sqlite3.Connection, *, pipeline: str, version: int, params: dict[
             experiment: str | None, source: str, schedule_id: int | None = None,
             idempotency_key: str | None = None) -> str:
     """Insert a queued run inside the caller's transaction; its id."""
-    run_id = new_run_id() + secrets.token_hex(1)
+    run_id = new_run_id()
     c.execute("INSERT INTO queue (id, pipeline, version, experiment, params, source, "
               "schedule_id, idempotency_key, state, submitted) VALUES (?,?,?,?,?,?,?,?,?,?)",
               (run_id, pipeline, version, experiment, json.dumps(params), source, schedule_id,
@@ -193,7 +192,7 @@ class RunQueue:
         found = self.store.runs(limit=limit, pipeline=pipeline, experiment=experiment,
                                 state=state)
         known = {r["id"] for r in found}
-        sql, args = "SELECT * FROM queue WHERE state IN ('queued','cancelled','failed')", []
+        sql, args = "SELECT * FROM queue WHERE 1=1", []  # runs not (yet) in the run store
         for column, value in (("pipeline", pipeline), ("experiment", experiment),
                               ("state", state)):
             if value is not None:
