@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from jupyter_server.extension.application import ExtensionApp
+from traitlets import Int
 
 from .handlers import handlers
+from .records import MAX_RECORD_SIZE
 
 
 class MlpipeServer(ExtensionApp):
     name = "mlpipe_jupyter"
+
+    max_record_size = Int(MAX_RECORD_SIZE, min=0, config=True,
+                          help="The largest run record served with its content, in bytes; "
+                               "a larger one is refused (413) without being read.")
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers())

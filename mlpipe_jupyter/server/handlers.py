@@ -1,18 +1,40 @@
 """REST handlers under `/mlpipe/api/`. Every handler is authenticated and authorized as the
-resource it exposes; `MlpipeError` becomes its `http_status` here and nowhere else."""
+resource it exposes; `MlpipeError` becomes its `http_status` here and nowhere else, with its
+structured fields: `{"error": err.to_dict(), "message": ..., "reason": ...}` (`message` is what
+JupyterLab's `ResponseError` shows)."""
 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
+from tornado.ioloop import IOLoop
+from tornado.iostream import StreamClosedError
 
 from ..errors import MlpipeError
-from .records import record_model
+from .records import MAX_RECORD_SIZE, NOTEBOOK_MIMETYPE, open_record, read_record
+
+CHUNK = 1 << 20
+# Record reads block on the file system (a slow or remote disk, a lease another process holds):
+# they run here, never on the event loop, and at most this many at once, so they cannot take
+# the threads jupyter_server's own file operations use.
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlpipe-records")
+    return _POOL
+
+
+def error_body(err: MlpipeError) -> dict:
+    return {"error": err.to_dict(), "message": str(err), "reason": type(err).__name__}
 
 
 class MlpipeHandler(ExtensionHandlerMixin, APIHandler):
@@ -20,16 +42,16 @@ class MlpipeHandler(ExtensionHandlerMixin, APIHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, MlpipeError):
             self.set_status(exc.http_status)
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"message": str(exc), "reason": type(exc).__name__}))
+            self.finish(json.dumps(error_body(exc)))
             return
         super().write_error(status_code, **kwargs)
 
-    def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, MlpipeError):
-            self.send_error(e.http_status, exc_info=(type(e), e, e.__traceback__))
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, MlpipeError):  # an answer, not a bug: one line, no traceback
+            self.log.warning("%s %s: %d %s", self.request.method, self.request.path,
+                             value.http_status, value)
             return
-        super()._handle_request_exception(e)
+        super().log_exception(typ, value, tb)
 
     @property
     def root_dir(self) -> Path:
@@ -37,15 +59,46 @@ class MlpipeHandler(ExtensionHandlerMixin, APIHandler):
 
 
 class RecordHandler(MlpipeHandler):
-    """GET /mlpipe/api/records/<path>: a run record as a read-only contents model."""
+    """GET /mlpipe/api/records/<path>: a run record as a read-only contents model. The file is
+    opened and read in a worker thread, refused (413) unread when it is larger than
+    `MlpipeServer.max_record_size`, and its bytes are sent as the model's content as they are
+    (checked to be JSON first), a chunk at a time, never parsed and serialised again."""
 
     auth_resource = "contents"  # reading a record is reading a file under the server's root
 
+    @property
+    def max_record_size(self) -> int:
+        return getattr(self.extensionapp, "max_record_size", MAX_RECORD_SIZE)
+
     @web.authenticated
     @authorized
-    def get(self, path: str) -> None:
+    async def get(self, path: str) -> None:
         content = self.get_query_argument("content", "1") not in ("0", "false")
-        self.finish(json.dumps(record_model(self.root_dir, path, content=content)))
+        loop = IOLoop.current()
+        record = await loop.run_in_executor(_pool(), open_record, self.root_dir, path)
+        try:
+            model = record.model()
+            if not content:
+                self.finish(json.dumps(model))
+                return
+            raw = await loop.run_in_executor(_pool(), read_record, record,
+                                             self.max_record_size)
+        finally:
+            record.close()
+        model.update(format="json", mimetype=NOTEBOOK_MIMETYPE)
+        del model["content"]
+        head = json.dumps(model).encode()[:-1] + b', "content": '
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Content-Length", str(len(head) + len(raw) + 1))
+        view = memoryview(raw)
+        try:
+            self.write(head)
+            for start in range(0, len(view), CHUNK):
+                self.write(bytes(view[start:start + CHUNK]))
+                await self.flush()  # waits for the client: one chunk buffered at a time
+            self.finish(b"}")
+        except StreamClosedError:  # the client went away
+            return
 
 
 def handlers() -> list[tuple[str, type]]:

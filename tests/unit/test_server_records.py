@@ -1,4 +1,5 @@
-"""Which paths the records endpoint serves: run records under a run store, nothing else."""
+"""Which paths the records endpoint serves: run records under a run store, nothing else (the
+server itself, over HTTP: tests/integration/test_records_server.py)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,24 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlpipe_jupyter.errors import NotFound, UsageError
-from mlpipe_jupyter.server.records import record_model, record_path
+from mlpipe_jupyter.server import records
+from mlpipe_jupyter.server.records import RecordTooLarge, open_record, record_model
+from mlpipe_jupyter.store import RunStore
+
+
+def record_path(root: Path, path: str) -> None:
+    open_record(root, path).close()
 
 NB = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
 def _record(home: Path, run: str = "r1", step: str = "s", name: str = "output.ipynb") -> Path:
-    (home / "mlpipe.db").parent.mkdir(parents=True, exist_ok=True)
-    (home / "mlpipe.db").touch()
+    if not (home / "mlpipe.db").exists():
+        RunStore(home / "mlpipe.db").close()
     path = home / "runs" / run / step / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(NB))
@@ -76,3 +85,56 @@ def test_a_record_that_is_not_json_is_not_found_with_the_reason(tmp_path):
     _record(tmp_path / ".mlpipe").write_text("{half")
     with pytest.raises(NotFound, match="not a readable notebook"):
         record_model(tmp_path, ".mlpipe/runs/r1/s/output.ipynb")
+
+
+def test_a_record_over_the_limit_is_refused_before_it_is_read(tmp_path):
+    _record(tmp_path / "p" / ".mlpipe").write_text(json.dumps(NB) + " " * 100)
+    size = len(json.dumps(NB)) + 100
+    path = "p/.mlpipe/runs/r1/s/output.ipynb"
+    assert record_model(tmp_path, path, limit=size)["content"] == NB
+    with pytest.raises(RecordTooLarge, match="max_record_size") as err:
+        record_model(tmp_path, path, limit=size - 1)
+    assert err.value.http_status == 413
+    assert record_model(tmp_path, path, content=False, limit=0)["size"] == size
+
+
+@pytest.mark.parametrize("text", ['{"a": NaN}', "[]", "\ufeff{}", '{"a": 1'])
+def test_only_a_json_object_a_browser_can_parse_is_served(tmp_path, text):
+    _record(tmp_path / "p" / ".mlpipe").write_text(text, encoding="utf-8")
+    with pytest.raises(NotFound, match="not a readable notebook"):
+        record_model(tmp_path, "p/.mlpipe/runs/r1/s/output.ipynb")
+
+
+def test_an_empty_mlpipe_db_is_no_store(tmp_path):
+    home = tmp_path / "p" / ".mlpipe"
+    home.mkdir(parents=True)
+    (home / "mlpipe.db").touch()
+    _record(home)
+    with pytest.raises(NotFound, match="not a run store"):
+        record_path(tmp_path, "p/.mlpipe/runs/r1/s/output.ipynb")
+    assert sorted(p.name for p in home.iterdir()) == ["mlpipe.db", "runs"]
+
+
+JSON_TEXT = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(st.characters(codec="utf-8")),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
+                                                                 max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.dictionaries(st.text(max_size=4), JSON_TEXT, max_size=4),
+       ascii_only=st.booleans(), cut=st.integers(0, 400), noise=st.binary(max_size=3))
+def test_the_servers_lean_json_check_agrees_with_parsing(value, ascii_only, cut, noise):
+    """The server checks a record without building it (records._check_json); it must accept
+    exactly what parsing it accepts: whole, cut short, with bytes spliced in."""
+    text = json.dumps(value, ensure_ascii=ascii_only).encode()
+    for raw in (text, text[:cut], text[:cut] + noise + text[cut:], b" \n" + text):
+        try:
+            records._parse("p", raw)
+        except NotFound:
+            with pytest.raises(NotFound, match="not a readable notebook"):
+                records._check_json("p", raw)
+        else:
+            records._check_json("p", raw)
