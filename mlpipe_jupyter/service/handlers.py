@@ -23,6 +23,7 @@ from .app import PipelineService
 
 class ServiceHandler(MlpipeHandler):
     auth_resource = "mlpipe"
+    query_args: frozenset[str] = frozenset()  # what the route takes; anything else is a 400
 
     async def prepare(self) -> None:  # type: ignore[override]
         # no credentials at all: 401 before Jupyter's checks (its XSRF check would say 403)
@@ -33,6 +34,11 @@ class ServiceHandler(MlpipeHandler):
         await super().prepare()
         if not self.current_user:
             raise web.HTTPError(403)
+        unknown = sorted(set(self.request.query_arguments) - self.query_args - {"token"})
+        if unknown:
+            known = ", ".join(sorted(self.query_args)) or "none"
+            raise UsageError(f"unknown query parameter {', '.join(map(repr, unknown))[:80]} "
+                             f"(this route takes: {known})", option=unknown[0][:40])
 
     def get_login_url(self) -> str:
         raise web.HTTPError(401)
@@ -50,6 +56,10 @@ class ServiceHandler(MlpipeHandler):
                 403: "forbidden: the token is wrong"}.get(status_code, reason)}
         if status == 401:
             self.set_header("WWW-Authenticate", "token")
+        if status == 405:  # RFC 9110: say which methods the resource has
+            self.set_header("Allow", ", ".join(
+                m for m in ("GET", "POST", "PATCH", "DELETE")
+                if getattr(type(self), m.lower()) is not web.RequestHandler._unimplemented_method))
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": body}))
@@ -80,16 +90,22 @@ class ServiceHandler(MlpipeHandler):
         if value is None:
             return None
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
-            raise UsageError(f"?{name}={value}: expected an integer", option=name) from None
+            number = -1
+        if not 0 < number < 2**31:
+            raise UsageError(f"?{name}={value[:40]}: expected a positive integer", option=name)
+        return number
 
 
 def _id(value: str) -> int:
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
-        raise NotFound(f"no schedule {value!r}", cause="schedule") from None
+        number = 0
+    if not 0 < number < 2**63:  # what SQLite can hold; nothing else names a schedule
+        raise NotFound(f"no schedule {value[:40]!r}", cause="schedule")
+    return number
 
 
 class PipelinesHandler(ServiceHandler):
@@ -122,6 +138,8 @@ class PipelineHandler(ServiceHandler):
 
 
 class PipelineRunsHandler(ServiceHandler):
+    query_args = frozenset({"version"})
+
     @web.authenticated
     @authorized
     def post(self, name: str) -> None:
@@ -137,6 +155,8 @@ class PipelineRunsHandler(ServiceHandler):
 
 
 class RunsHandler(ServiceHandler):
+    query_args = frozenset({"pipeline", "experiment", "state", "limit"})
+
     @web.authenticated
     @authorized
     def get(self) -> None:

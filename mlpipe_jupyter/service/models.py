@@ -23,7 +23,7 @@ class PublishRequest(Strict):
 
 
 class PipelinePatch(Strict):
-    default_version: int | None = Field(default=None, ge=1)
+    default_version: int | None = Field(default=None, ge=1, lt=2**31)
     enabled: bool | None = None
 
 
@@ -36,8 +36,8 @@ class ScheduleRequest(Strict):
     pipeline: str = PipelineName
     cron: str = Field(min_length=1, description="Five cron fields, e.g. `0 3 * * *`.")
     timezone: str = "UTC"
-    version: int | None = Field(default=None, ge=1, description="None: the default version "
-                                "when the tick fires.")
+    version: int | None = Field(default=None, ge=1, lt=2**31,
+                                description="None: the default version when the tick fires.")
     ExperimentName: str | None = None
     ParameterAssignments: dict[str, Any] = Field(default_factory=dict)
     catchup: Literal["none", "latest", "all"] = "none"
@@ -48,7 +48,7 @@ class ScheduleRequest(Strict):
 class SchedulePatch(Strict):
     cron: str | None = Field(default=None, min_length=1)
     timezone: str | None = None
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, lt=2**31)
     ExperimentName: str | None = None
     ParameterAssignments: dict[str, Any] | None = None
     catchup: Literal["none", "latest", "all"] | None = None

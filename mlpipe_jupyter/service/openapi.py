@@ -34,6 +34,7 @@ ROUTES: list[tuple[str, str, str, Any, int, Any, list[tuple[str, str]]]] = [
     ("/schedules/{id}", "get", "A schedule with its last 50 ticks", None, 200, m.Schedule, []),
     ("/schedules/{id}", "patch", "Change a schedule", m.SchedulePatch, 200, m.Schedule, []),
     ("/schedules/{id}", "delete", "Delete a schedule and its tick log", None, 204, None, []),
+    ("/openapi.json", "get", "This document (OpenAPI 3.1)", None, 200, None, []),
 ]
 ERRORS = {"400": "Bad request (names the field or parameter)", "401": "No token given",
           "403": "Wrong token", "404": "Not found", "409": "Conflict (e.g. pipeline disabled)",

@@ -48,7 +48,7 @@ def notebook_under(root: Path, notebook: str) -> Path:
     path = root.joinpath(*rel.parts)
     try:
         real = path.resolve(strict=True)
-    except FileNotFoundError:
+    except (OSError, ValueError):  # missing, a loop, a NUL byte, too long: not a notebook here
         raise NotFound(f"{notebook}: no such notebook under {root}", file=notebook) from None
     if not real.is_relative_to(root) or not real.is_file():
         raise NotFound(f"{notebook}: no such notebook under {root}", file=notebook)

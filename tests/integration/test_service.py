@@ -116,8 +116,7 @@ def test_unknown_and_mistyped_parameters_are_400s_naming_them(service: Service):
     assert status == 404
 
 
-@pytest.mark.parametrize("path, method", [(r[0], r[1]) for r in ROUTES] +
-                         [("/openapi.json", "get")])
+@pytest.mark.parametrize("path, method", [(r[0], r[1]) for r in ROUTES])
 def test_every_route_wants_the_token(service: Service, path: str, method: str):
     concrete = path.lstrip("/").replace("{name}", "params").replace("{id}", "1")
     body = {} if method in ("post", "patch") else None
