@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .checks import check_default
 from .codeinfo import free_names, parse_params
 from .spec import PipelineSpec, StepSpec, is_variable
 from .stepargs import SetupOptions, StepOptions, parse_setup_line, parse_step_line
@@ -34,6 +35,8 @@ class PipelineBuilder:
 
     def add_params(self, code: str) -> dict[str, Any]:
         values = parse_params(code)
+        for name, value in values.items():  # JSON values only, as `-p` (checks.json_problem)
+            check_default(name, value)
         self.params.update(values)
         return values
 

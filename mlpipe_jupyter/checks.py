@@ -8,6 +8,7 @@ prints with a `warning: ` prefix.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 from collections.abc import Collection, Iterable, Mapping
@@ -18,7 +19,7 @@ from .codeinfo import NameScan, scan_names
 from .errors import NotebookError, SpecError, UsageError
 from .spec import PipelineSpec, StepSpec, is_variable
 
-# what a parameter's default says about the values `-p` may give it (params are JSON literals)
+# what a parameter's default says about the values `-p` may give it (params are JSON values)
 _KINDS: dict[type, str] = {bool: "a bool", int: "an int", float: "a float", str: "a string",
                            list: "a list", dict: "a dict"}
 # names every step kernel has that no builtin module lists: IPython's own, and the two the step
@@ -69,27 +70,105 @@ def check_params(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> d
 def check_param(name: str, value: Any, default: Any) -> Any:
     """`value` as the run uses it, or a UsageError naming the type the default has.
 
-    A default of None accepts anything; an int is fine for a float (made a float, so that
+    A default of None accepts any JSON value; an int is fine for a float (made a float, so that
     `-p lr=1` and `-p lr=1.0` are one cache key); a bool is not an int; a tuple (`-p
-    sizes=1,2`) is fine for a list.
+    sizes=1,2`) is fine for a list, and becomes one. Whatever is accepted is a JSON value
+    (see `json_problem`), so the step receives exactly what its cache key was computed from.
     """
     kind = type(default)
-    if default is None or kind not in _KINDS or type(value) is kind:
-        return value
-    if kind is float and type(value) is int:
-        return float(value)
-    if kind is list and type(value) is tuple:
-        return list(value)
     typed = value if isinstance(value, str) else _short(value)
-    hint = ""
-    if kind is bool and isinstance(value, str) and value.lower() in ("true", "false"):
-        hint = f" (write {value.capitalize()})"
-    elif kind is bool and type(value) is int and value in (0, 1):
-        hint = f" (write {bool(value)})"
-    elif kind is str:
-        hint = f" (to pass it as text, quote it: -p {name}=\"'{typed}'\")"
-    raise UsageError(f"-p {name}={typed}: expected {_KINDS[kind]} (default {_short(default)}), "
-                     f"got {_describe(value)}{hint}", option=name)
+    if default is None or kind not in _KINDS or type(value) is kind:
+        pass
+    elif kind is float and type(value) is int:
+        try:
+            value = float(value)
+        except OverflowError:
+            raise UsageError(f"-p {name}={typed}: too large for a float (default "
+                             f"{_short(default)})", option=name) from None
+    elif kind is list and type(value) is tuple:
+        value = list(value)
+    else:
+        hint = ""
+        if kind is bool and isinstance(value, str) and value.lower() in ("true", "false"):
+            hint = f" (write {value.capitalize()})"
+        elif kind is bool and type(value) is int and value in (0, 1):
+            hint = f" (write {bool(value)})"
+        elif kind is str:
+            hint = f" (to pass it as text, quote it: -p {name}=\"'{typed}'\")"
+        raise UsageError(f"-p {name}={typed}: expected {_KINDS[kind]} (default "
+                         f"{_short(default)}), got {_describe(value)}{hint}", option=name)
+    problem = json_problem(value)
+    if problem is not None:
+        raise UsageError(f"-p {name}={typed}: {problem}", option=name)
+    return value
+
+
+def check_default(name: str, value: Any) -> Any:
+    """A `%%pipeline_params` default: a JSON value, or a one-line UsageError naming it."""
+    problem = json_problem(value)
+    if problem is not None:
+        raise UsageError(f"%%pipeline_params: `{name} = {_short(value)}`: {problem}",
+                         option=name)
+    return value
+
+
+# Parameters are JSON values, and only those: papermill writes a JSON value into the step's
+# parameters cell as itself but anything else as its str() (a tuple arrives as "(1, 2)", a dict
+# key 1 as "1"); the cache key, the run history (`mlpipe runs --json`) and the widget carry
+# them as JSON too, where (1, 2) and [1, 2] are one value and NaN or Infinity is no JSON at all.
+_JSON_TYPES = "None, bool, number, string, list, dict with string keys"
+
+
+def json_problem(value: Any) -> str | None:
+    """Why `value` cannot be a parameter, in words, or None when it is a JSON value."""
+    found = _not_json(value)
+    if found is None:
+        return None
+    part, noun, fix = found
+    if noun is None:  # a dict key
+        what = f"the dict key {_short(part)} is not a string"
+    elif part is value:
+        what = f"{noun} is not a JSON value"
+    else:
+        what = f"{_short(part)} inside it is {noun}, not a JSON value"
+    return f"{what}; parameters are JSON values ({_JSON_TYPES}){'; ' + fix if fix else ''}"
+
+
+def _not_json(value: Any) -> tuple[Any, str | None, str | None] | None:
+    """(the offending part, what it is, how to write it instead) for the first part of `value`
+    that is no JSON value (what: None for a dict key that is not a string); None when all of
+    it is."""
+    kind = type(value)
+    if value is None or kind in (bool, int, str):
+        return None
+    if kind is float:
+        if value == value and abs(value) != float("inf"):
+            return None
+        if value != value:
+            return value, "NaN", None
+        return value, "infinity", "for no limit, use None"
+    if kind is list:
+        return next(filter(None, map(_not_json, value)), None)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return key, None, f"quote it: {str(key)!r}"
+            found = _not_json(item)
+            if found is not None:
+                return found
+        return None
+    if kind in (tuple, set, frozenset):
+        items = list(value)
+        if kind is not tuple:
+            with contextlib.suppress(TypeError):
+                items = sorted(items)
+        return value, "a tuple" if kind is tuple else "a set", f"write a list: {_short(items)}"
+    if kind is bytes:
+        fix = None
+        with contextlib.suppress(UnicodeDecodeError):
+            fix = f"write a string: {value.decode('ascii')!r}"
+        return value, "a bytes value", fix
+    return value, f"a {kind.__name__}", None
 
 
 def _describe(value: Any) -> str:

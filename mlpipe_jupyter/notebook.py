@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from .builder import PipelineBuilder
 from .checks import require_steps
 from .errors import MlpipeError, NotebookError, SpecError
 from .spec import PipelineSpec
+from .stepargs import parse_step_line
 
 CELL_MAGICS = ("step", "pipeline_params", "pipeline_setup")
 
@@ -35,11 +37,47 @@ def load_cells(path: Path) -> list[str]:
         raise NotebookError(f"{path}: not a readable notebook ({err})", file=str(path)) from None
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
         raise NotebookError(f"{path}: not a notebook (no `cells` list)", file=str(path))
-    sources = []
-    for cell in data["cells"]:
-        src = cell.get("source", "") if cell.get("cell_type") == "code" else None
-        sources.append("".join(src) if isinstance(src, list) else src)
-    return sources
+    return [_code_source(path, number, cell) for number, cell in enumerate(data["cells"], 1)]
+
+
+def _code_source(path: Path, number: int, cell: object) -> str | None:
+    """A code cell's source as one string; None for another kind of cell. A cell that is not
+    what nbformat 4 says a cell is: a one-line NotebookError naming the file and the cell."""
+    def bad(what: str) -> NotebookError:
+        return NotebookError(f"{path.name}, cell {number}: not a notebook cell: {what}",
+                             file=str(path), cell=str(number))
+
+    if not isinstance(cell, dict):
+        raise bad(f"the cell is {_json_kind(cell)}, not an object")
+    kind = cell.get("cell_type")
+    if not isinstance(kind, str):
+        raise bad("no `cell_type`" if kind is None else f"`cell_type` is {_json_kind(kind)}")
+    if not isinstance(cell.get("metadata", {}), dict):
+        raise bad(f"`metadata` is {_json_kind(cell['metadata'])}, not an object")
+    if "source" not in cell:
+        if kind == "code":
+            raise bad("a code cell without `source`")
+        return None
+    src = cell["source"]
+    if isinstance(src, list) and all(isinstance(line, str) for line in src):
+        src = "".join(src)
+    elif isinstance(src, list):
+        raise bad("`source` is a list with something other than strings in it")
+    elif not isinstance(src, str):
+        raise bad(f"`source` is {_json_kind(src)}, not a string or a list of strings")
+    return src if kind == "code" else None
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
 
 
 def read_pipeline(path: str | Path) -> PipelineSpec:
@@ -63,7 +101,7 @@ def read_pipeline(path: str | Path) -> PipelineSpec:
                 setup_cell = number
                 builder.set_setup(line, body)
             else:
-                name = line.split()[0] if line.split() else ""
+                name = parse_step_line(line).name  # as the builder will read it
                 if name in where:
                     raise SpecError(f"duplicate step name `{name}` (cells {where[name]} and "
                                     f"{number})", step=name)
@@ -87,6 +125,7 @@ def step_cells(path: str | Path) -> dict[str, int]:
     cells: dict[str, int] = {}
     for number, source in enumerate(sources, start=1):
         parsed = split_cell_magic(source) if source else None
-        if parsed is not None and parsed[0] == "step" and parsed[1].split():
-            cells.setdefault(parsed[1].split()[0], number)
+        if parsed is not None and parsed[0] == "step":
+            with contextlib.suppress(MlpipeError):
+                cells.setdefault(parse_step_line(parsed[1]).name, number)
     return cells

@@ -3,8 +3,11 @@ notebook reader, so that a notebook means the same thing in a kernel and on disk
 
 from __future__ import annotations
 
+import math
 import posixpath
 import re
+import shlex
+import threading
 from dataclasses import dataclass
 
 from IPython.core import magic_arguments as ma
@@ -84,9 +87,16 @@ step.parser.allow_abbrev = False
 pipeline_setup.parser.allow_abbrev = False
 
 
+def split_line(line: str) -> list[str]:
+    """The words of a magic's line by the shell's quoting rules (shlex, POSIX): `"my file.csv"`
+    and `my\\ file.csv` are one word without the quotes or backslash; `K="a b"` is `K=a b`.
+    `#` is part of a word, not a comment. Unbalanced quotes: ValueError."""
+    return shlex.split(line, comments=False, posix=True)
+
+
 def _parse(func, magic: str, line: str):
     try:
-        return ma.parse_argstring(func, line)
+        return func.parser.parse_args(split_line(line))
     except IPythonUsageError as err:
         unknown = _unknown_option(str(err))
         if unknown is not None:
@@ -112,7 +122,7 @@ def _unknown_message(func, magic: str, line: str, option: str) -> str:
     from .checks import did_you_mean
 
     options = [o for action in func.parser._actions for o in action.option_strings]
-    words = line.split()
+    words = split_line(line)  # it parsed, so it splits
     name = f" {words[0]}" if magic == "%%step" and words and not words[0].startswith("-") else ""
     hint = did_you_mean(option, options, quote="") or f" (options: {', '.join(options)})"
     return f"{magic}{name}: unknown option {option}{hint}"
@@ -170,10 +180,12 @@ def parse_step_line(line: str) -> StepOptions:
     if args.retries < 0:
         raise UsageError(f"step `{name}` --retries: must be 0 or more, got {args.retries}",
                          step=name, option="--retries")
-    if args.timeout is not None and not args.timeout > 0:
-        raise UsageError(f"step `{name}` --timeout: must be a positive number of seconds, got "
-                         f"{args.timeout}", step=name, option="--timeout")
-    if args.cpus is not None and not args.cpus > 0:
+    if args.timeout is not None and not 0 < args.timeout <= threading.TIMEOUT_MAX:
+        # inf, nan and more than ~292 years: a timer cannot wait that long (leave it out)
+        raise UsageError(f"step `{name}` --timeout: must be a positive number of seconds, at "
+                         f"most {threading.TIMEOUT_MAX:.0f} (leave it out for no timeout), got "
+                         f"{args.timeout:g}", step=name, option="--timeout")
+    if args.cpus is not None and not (args.cpus > 0 and math.isfinite(args.cpus)):
         raise UsageError(f"step `{name}` --cpus: must be a positive number, got {args.cpus:g}",
                          step=name, option="--cpus")
     if args.memory is not None:
@@ -195,7 +207,7 @@ def parse_step_line(line: str) -> StepOptions:
 def parse_memory(text: str, *, step: str | None = None) -> int:
     """`512m`, `1g`, `1.5g`, `1048576` -> bytes."""
     match = MEMORY.match(text.strip())
-    if not match or float(match.group(1)) <= 0:
+    if not match or not 0 < float(match.group(1)) < 2 ** 63:
         where = f"step `{step}` --memory" if step else "--memory"
         raise UsageError(f"{where}: `{text}` is not a size such as 512m or 2g", step=step,
                          option="--memory")

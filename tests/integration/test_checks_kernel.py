@@ -110,3 +110,51 @@ def test_no_steps_is_refused_by_run_and_said_by_show(kernel):
     assert reply["status"] == "ok"  # show puts spec errors in the widget, not a traceback
     (shown,) = [m["content"]["data"] for m in msgs if m["msg_type"] == "execute_result"]
     assert shown["text/plain"] == f"pipeline: {message}"
+
+
+# -- values and inputs (issue 17): the magics say what the CLI says --------------------------
+JSON_TYPES = "parameters are JSON values (None, bool, number, string, list, dict with string keys)"
+
+
+@pytest.mark.parametrize("option, message", [
+    # IPython expands {expr} in a line magic (`-p lr={lr}` passes the kernel's lr): {{ is {
+    ("-p x={{1,2}}", "-p x={1, 2}: a set is not a JSON value; @; write a list: [1, 2]"),
+    ('-p x=b"ab"', "-p x=b'ab': a bytes value is not a JSON value; @; write a string: 'ab'"),
+    ("-p x=(1,2)", "-p x=(1, 2): a tuple is not a JSON value; @; write a list: [1, 2]"),
+    ("-p x=1e999", "-p x=inf: infinity is not a JSON value; @; for no limit, use None"),
+])
+def test_a_parameter_that_is_no_json_value_is_one_usage_error_line(kernel, option, message):
+    register(kernel, ["%%pipeline_params\nx = None", "%%step s --outputs y --no-run\ny = x"])
+    before = kernel.value("id(_mlpipe.last_run)")
+    reply, msgs, _ = kernel.run(f"%pipeline run {option}")
+    assert (reply["status"], reply["ename"]) == ("error", "UsageError")
+    assert reply["evalue"] == message.replace("@", JSON_TYPES)
+    assert printed(msgs, "stderr") == [f"UsageError: {reply['evalue']}"]
+    assert kernel.value("id(_mlpipe.last_run)") == before  # no run was made
+
+
+def test_a_default_that_is_no_json_value_is_one_usage_error_line(kernel):
+    register(kernel, [])
+    reply, _, _ = kernel.run("%%pipeline_params\nlabels = {0: 'red'}")
+    assert (reply["status"], reply["ename"]) == ("error", "UsageError")
+    assert reply["evalue"] == ("%%pipeline_params: `labels = {0: 'red'}`: the dict key 0 is not "
+                               f"a string; {JSON_TYPES}; quote it: '0'")
+    assert kernel.value("_mlpipe.spec().params") == "()"
+
+
+def test_an_endless_timeout_is_one_usage_error_line_and_nothing_registers(kernel):
+    register(kernel, [])
+    reply, msgs, _ = kernel.run("%%step s --outputs y --timeout inf\ny = 1")
+    assert (reply["status"], reply["ename"]) == ("error", "UsageError")
+    assert reply["evalue"] == ("step `s` --timeout: must be a positive number of seconds, at most "
+                               "9223372036 (leave it out for no timeout), got inf")
+    assert printed(msgs, "stderr") == [f"UsageError: {reply['evalue']}"]
+    assert kernel.value("_mlpipe.spec().steps") == "()"
+
+
+def test_quoted_names_and_env_values_in_a_step_line_follow_shell_rules(kernel):
+    register(kernel, ['%%step s --outputs "my file.csv" out\\ dir/ --env K="a b" J=\'c "d"\' '
+                      "--no-run\nopen('my file.csv', 'w').close()"])
+    step = "_mlpipe.spec().steps[0]"
+    assert kernel.value(f"{step}.outputs") == "('my file.csv', 'out dir/')"
+    assert kernel.value(f"{step}.env") == "(('J', 'c \"d\"'), ('K', 'a b'))"
