@@ -99,4 +99,6 @@ def attach(extension) -> PipelineService:
     service = PipelineService(parent=extension)
     service.setup(extension.serverapp.root_dir)
     extension.settings["mlpipe_service"] = service
+    service.log.info("mlpipe service: store %s, max_concurrent_runs=%d, executor=%s",
+                     service.path, service.max_concurrent_runs, service.executor or "default")
     return service

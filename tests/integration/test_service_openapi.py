@@ -29,6 +29,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                      args=("--max-concurrent-runs", "0"))
     server.ok("POST", "pipelines", {"notebook": "p.ipynb", "name": "p"}, expect=201)
     server.ok("POST", "schedules", {"pipeline": "p", "cron": "0 3 * * *"}, expect=201)
+    assert "max_concurrent_runs=0," in server.log.read_text()
     try:
         yield server
     finally:
