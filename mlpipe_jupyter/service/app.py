@@ -92,6 +92,8 @@ class PipelineService(LoggingConfigurable):
         if self._db is not None:
             self.queue.close()
             self._db.close()
+        if self.log is not None:
+            self.log.info("mlpipe service stopped (runs in progress go on in their processes)")
 
 
 def attach(extension) -> PipelineService:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 from pathlib import Path
 
 from ..server import MlpipeServer
@@ -38,4 +39,8 @@ def serve(*, ip: str, port: int, root: str, max_concurrent_runs: int | None = No
     echo(f"  {url}/mlpipe/api/pipelines")
     echo(f"  export MLPIPE_URL={url}" + ("  (token: $MLPIPE_TOKEN)" if given else
                                          f" MLPIPE_TOKEN={token}"))
-    MlpipeServe.launch_instance(argv=argv)
+    server = MlpipeServe.initialize_server(argv=argv)
+    # Ctrl-C stops at once and cleanly (the extension's stop runs), with or without a terminal;
+    # plain Jupyter would ask "Shutdown?" on a terminal and skip the cleanup without one
+    signal.signal(signal.SIGINT, lambda signum, frame: server.stop(from_signal=True))
+    server.start()

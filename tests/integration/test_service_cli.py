@@ -87,3 +87,16 @@ def test_schedule_add_list_show_rm(service: Service):
     assert mlpipe(service, "schedule", "rm", str(info["id"])).returncode == 0
     gone = mlpipe(service, "schedule", "show", str(info["id"]))
     assert gone.returncode == 2 and "404" in gone.stderr
+
+
+def test_ctrl_c_stops_mlpipe_serve_cleanly(tmp_path):
+    import signal
+
+    make_project(tmp_path / "root")
+    server = Service(tmp_path / "root", secrets.token_hex(16), tmp_path / "serve.log")
+    server.ok("POST", "pipelines", {"notebook": "p.ipynb", "name": "p"}, expect=201)
+    server.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends (no terminal: no prompt)
+    assert server.proc.wait(30) == 0
+    text = server.log.read_text()
+    assert "Traceback" not in text, text[-2000:]
+    assert "mlpipe service stopped" in text, text[-2000:]
