@@ -16,5 +16,16 @@ class MlpipeServer(ExtensionApp):
                           help="The largest run record served with its content, in bytes; "
                                "a larger one is refused (413) without being read.")
 
+    def initialize_settings(self) -> None:
+        from ..service.app import attach  # the pipeline service: publish, queue, schedules
+
+        attach(self)
+
     def initialize_handlers(self) -> None:
+        from ..service.handlers import service_handlers
+
         self.handlers.extend(handlers())
+        self.handlers.extend(service_handlers())
+
+    async def stop_extension(self) -> None:
+        self.settings["mlpipe_service"].stop()
