@@ -20,6 +20,7 @@ holds no link at all.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -134,6 +135,19 @@ class ArtifactStore:
         path.mkdir(parents=True)
         return path
 
+    @contextlib.contextmanager
+    def _staged(self, *, make: bool = True):
+        """A staging directory that is removed if publishing it fails (a full disk, a refused
+        link): nothing half-copied stays behind, and the space is given back at once."""
+        staged = self.staging_dir()
+        if not make:
+            os.rmdir(staged)
+        try:
+            yield staged
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+
     def publish(self, staged: Path) -> str:
         """Move a staged `meta.json` + `data/` directory into the store; return its digest."""
         digest = tree_digest(staged)
@@ -178,39 +192,41 @@ class ArtifactStore:
 
     def publish_file(self, source: Path, name: str) -> str:
         """A file or directory artifact, copied from where the step wrote it."""
-        staged = self.staging_dir()
-        data = staged / "data" / name.rstrip("/")
-        data.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, data, symlinks=False)
-        else:
-            shutil.copyfile(source, data)
-        kind = "directory" if source.is_dir() else "file"
-        (staged / "meta.json").write_text(json.dumps({"kind": kind, "path": name.rstrip("/")}))
-        return self.publish(staged)
+        with self._staged() as staged:
+            data = staged / "data" / name.rstrip("/")
+            data.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, data, symlinks=False)
+            else:
+                shutil.copyfile(source, data)
+            kind = "directory" if source.is_dir() else "file"
+            (staged / "meta.json").write_text(json.dumps({"kind": kind,
+                                                          "path": name.rstrip("/")}))
+            return self.publish(staged)
 
     def publish_output(self, workdir: Path, item: str, *, label: str) -> str:
         """A file output of a step: `item` under its work dir, copied without following a link
         out of it (safefs.Refused says why not; FileNotFoundError when it is not there)."""
         name = item.rstrip("/")
-        staged = self.staging_dir()
-        data = staged / "data" / name
-        data.parent.mkdir(parents=True, exist_ok=True)
-        kind = safefs.copy_out(workdir, name, data, label=label, shown=f"{name}/", links=True)
-        if kind == "directory":
-            safefs.links_out_of(data, label=label, shown=f"{name}/")
-        (staged / "meta.json").write_text(json.dumps({"kind": kind, "path": name}))
-        return self.publish(staged)
+        with self._staged() as staged:
+            data = staged / "data" / name
+            data.parent.mkdir(parents=True, exist_ok=True)
+            kind = safefs.copy_out(workdir, name, data, label=label, shown=f"{name}/",
+                                   links=True)
+            if kind == "directory":
+                safefs.links_out_of(data, label=label, shown=f"{name}/")
+            (staged / "meta.json").write_text(json.dumps({"kind": kind, "path": name}))
+            return self.publish(staged)
 
     def publish_output_variable(self, outputs_dir: Path, name: str, *, label: str) -> str:
         """What runtime.save_outputs wrote for the variable `name` in a step's outputs dir, with
         no link anywhere in it. FileNotFoundError without its meta.json."""
-        staged = self.staging_dir()
-        os.rmdir(staged)
-        safefs.copy_out(outputs_dir, name, staged, label=label, shown=f"{name}/", links=False)
-        if not (staged / "meta.json").is_file():
-            raise FileNotFoundError(f"{name}/meta.json")
-        return self.publish(staged)
+        with self._staged(make=False) as staged:
+            safefs.copy_out(outputs_dir, name, staged, label=label, shown=f"{name}/",
+                            links=False)
+            if not (staged / "meta.json").is_file():
+                raise FileNotFoundError(f"{name}/meta.json")
+            return self.publish(staged)
 
     def meta(self, digest: str) -> dict[str, Any]:
         try:

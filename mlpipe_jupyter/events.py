@@ -1,8 +1,10 @@
 """What a run tells its listeners: typed lifecycle callbacks with keyword-only arguments.
 
 The widget, the run store, the CLI progress and the server each subclass RunListener and
-override what they care about. A listener that raises is reported once and then ignored, so a
-broken view never breaks a run.
+override what they care about. A listener that raises is reported once and removed, so a
+broken view never breaks a run; an `essential` listener (the run store: history must be written)
+that raises stops the run instead: the Broadcaster removes it, keeps its error in `failure`, and
+raises it to the code that emitted the event (runner.py cancels the run and says why).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ OK = frozenset({SUCCEEDED, CACHED})
 
 
 class RunListener:
+    essential = False  # True: its failure stops the run (Broadcaster)
+
     def on_run_started(self, *, run_id: str, notebook: str, params: dict[str, Any],
                        steps: list[str], executor: str, started: float,
                        defaults: dict[str, Any] | None = None, experiment: str | None = None,
@@ -49,7 +53,7 @@ class Broadcaster(RunListener):
     def __init__(self, listeners: list[RunListener] | None = None) -> None:
         self.listeners = list(listeners or [])
         self._lock = threading.RLock()
-        self._broken: set[int] = set()
+        self.failure: BaseException | None = None  # the first error of an essential listener
 
     def add(self, listener: RunListener, *, catch_up=None) -> None:
         """Add a listener. `catch_up()`, when given, runs under the same lock, so that no
@@ -60,16 +64,22 @@ class Broadcaster(RunListener):
             self.listeners.append(listener)
 
     def _emit(self, method: str, **kwargs: Any) -> None:
+        raised: BaseException | None = None
         with self._lock:
-            for listener in self.listeners:
-                if id(listener) in self._broken:
-                    continue
+            for listener in list(self.listeners):
                 try:
                     getattr(listener, method)(**kwargs)
-                except Exception:
-                    self._broken.add(id(listener))
-                    log.exception("listener %r failed on %s; it gets no more events",
-                                  listener, method)
+                except Exception as err:
+                    # removed from the list itself: an id() could name a new listener later
+                    self.listeners = [x for x in self.listeners if x is not listener]
+                    if getattr(listener, "essential", False):
+                        self.failure = self.failure or err
+                        raised = raised or err
+                    else:
+                        log.exception("listener %r failed on %s; it gets no more events",
+                                      listener, method)
+        if raised is not None:
+            raise raised
 
     def on_run_started(self, **kw: Any) -> None:
         self._emit("on_run_started", **kw)

@@ -14,6 +14,17 @@ from typing import Any
 
 from .errors import NotFound
 from .events import FINAL, RunListener
+from .storecheck import (
+    StoreDamaged,
+    StoreUnwritable,
+    boot_id,
+    create_whole,
+    db_timeout,
+    guard,
+    guarded,
+    header_problem,
+    stale,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -37,8 +48,10 @@ CREATE INDEX IF NOT EXISTS runs_by_start ON runs(started);
 # a display shows, and a failure's message once it failed).
 # runs.experiment, runs.source (cli|kernel|rest|schedule), runs.pipeline_version: what the
 # pipeline service files a run under and who started it (None for runs recorded before).
+# runs.heartbeat, runs.boot_id: when the runner last said it is alive, and the boot it runs in
+# (storecheck.py), so a runner on another host or in another namespace is judged too.
 ADDED_COLUMNS = {"runs": {"defaults": "TEXT", "experiment": "TEXT", "source": "TEXT",
-                          "pipeline_version": "INTEGER"},
+                          "pipeline_version": "INTEGER", "heartbeat": "REAL", "boot_id": "TEXT"},
                  "steps": {"reasons": "TEXT"}}
 
 
@@ -82,20 +95,49 @@ def _reasons(step: sqlite3.Row) -> list[str]:
     return [step["reason"]] if step["reason"] and not step["error"] else []
 
 
+def _setup(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(SCHEMA)
+
+
 class RunStore(RunListener):
-    def __init__(self, path: Path, *, recover: bool = True) -> None:
+    """Opening reads only (unless the store is new or older than this version); runs of dead
+    runners are failed by an explicit `recover_interrupted()` (or `recover=True`). A damaged
+    file is StoreDamaged, a failed write StoreUnwritable (storecheck.py)."""
+
+    essential = True  # events.Broadcaster: a run whose history cannot be written stops
+
+    def __init__(self, path: Path, *, recover: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
-                                   isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._add_columns()
+        if (why := header_problem(self.path)) is not None:
+            raise StoreDamaged(self.path, why)
+        create_whole(self.path, _setup)
+        try:
+            self._open(str(self.path), uri=False)
+        except StoreUnwritable:  # a read-only mount, say: read it as it is; writes fail
+            self._open(f"file:{self.path}?mode=ro&immutable=1", uri=True)
         if recover:
             self.recover_interrupted()
+
+    def _open(self, where: str, *, uri: bool) -> None:
+        with guard(self.path):
+            self._db = sqlite3.connect(where, check_same_thread=False, uri=uri,
+                                       timeout=db_timeout(), isolation_level=None)
+        try:
+            with guard(self.path, self._db):
+                self._db.row_factory = sqlite3.Row
+                tables = {r[0] for r in self._db.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table'")}
+                if "runs" not in tables:
+                    raise StoreDamaged(self.path, "no runs table: not a run store")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(SCHEMA)
+                self._add_columns()
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -114,27 +156,52 @@ class RunStore(RunListener):
                         if "duplicate column" not in str(err):
                             raise
 
+    @guarded
     def _write(self, sql: str, args: tuple = ()) -> None:
         with self._lock:
             self._db.execute(sql, args)
 
-    def recover_interrupted(self) -> list[str]:
-        """Runs left `running` by a runner that died are failed with reason `interrupted`."""
-        host = socket.gethostname()
+    def beat(self, run_id: str) -> None:
+        """The runner of `run_id` is alive (storecheck.Heartbeat calls this every few s)."""
+        self._write("UPDATE runs SET heartbeat=? WHERE id=?", (time.time(), run_id))
+
+    @guarded
+    def interrupted(self) -> dict[str, str]:
+        """Runs still `running` whose runner is gone: {run id: reason}. On this host and boot
+        by its pid and start time; anywhere by a heartbeat older than the timeout."""
+        host, boot, now = socket.gethostname(), boot_id(), time.time()
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, host, pid, pid_start FROM runs WHERE state IN ('queued','running')"
-            ).fetchall()
-            dead = [r["id"] for r in rows
-                    if r["host"] == host and not process_alive(r["pid"], r["pid_start"])]
-        for run_id in dead:
-            self.mark_failed(run_id, "interrupted")
+                "SELECT id, host, pid, pid_start, heartbeat, boot_id FROM runs "
+                "WHERE state IN ('queued','running')").fetchall()
+        dead = {}
+        for r in rows:
+            here = r["host"] == host
+            if here and r["boot_id"] and boot and r["boot_id"] != boot:
+                dead[r["id"]] = "interrupted"  # its machine restarted since
+            elif here and r["boot_id"] in (None, "", boot) and \
+                    not process_alive(r["pid"], r["pid_start"]):
+                dead[r["id"]] = "interrupted"
+            elif stale(r["heartbeat"], now):
+                dead[r["id"]] = (f"interrupted (no heartbeat from its runner on {r['host']} "
+                                 f"for {now - r['heartbeat']:.0f} s)")
         return dead
 
-    def mark_failed(self, run_id: str, reason: str) -> None:
-        """A run whose runner is gone: its running steps failed, queued ones skipped."""
+    def recover_interrupted(self) -> list[str]:
+        """Runs left `running` by a runner that died are failed with reason `interrupted`."""
+        dead = self.interrupted()
+        for run_id, reason in dead.items():
+            self.mark_failed(run_id, reason)
+        return list(dead)
+
+    @guarded
+    def mark_failed(self, run_id: str, reason: str, *, wait: float | None = None) -> None:
+        """A run whose runner is gone: its running steps failed, queued ones skipped. `wait`:
+        seconds to wait for another process's lock, when not the store's timeout."""
         now = time.time()
         with self._lock:
+            if wait is not None:
+                self._db.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
             self._db.execute("BEGIN")
             self._db.execute(
                 "UPDATE steps SET state='failed', reason=?, finished=? "
@@ -151,6 +218,7 @@ class RunStore(RunListener):
         ArtifactStore(self.path.parent / "artifacts", run_id=run_id).clean_staging()
 
     # -- RunListener -------------------------------------------------------------------------
+    @guarded
     def on_run_started(self, *, run_id, notebook, params, steps, executor, started,
                        defaults=None, experiment=None, source=None, pipeline=None,
                        pipeline_version=None, **_) -> None:
@@ -159,12 +227,12 @@ class RunStore(RunListener):
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO runs (id, notebook, pipeline, state, started, params, executor, "
-                "host, pid, pid_start, defaults, experiment, source, pipeline_version) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "host, pid, pid_start, defaults, experiment, source, pipeline_version, "
+                "heartbeat, boot_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, notebook, pipeline or Path(notebook).stem, "running", started,
                  json.dumps(params), executor, socket.gethostname(), pid, process_start(pid),
                  None if defaults is None else json.dumps(defaults), experiment, source,
-                 pipeline_version))
+                 pipeline_version, time.time(), boot_id()))
             self._db.executemany(
                 "INSERT INTO steps (run_id, name, position, state) VALUES (?,?,?,'queued')",
                 [(run_id, name, i) for i, name in enumerate(steps)])
@@ -195,6 +263,7 @@ class RunStore(RunListener):
                     (state, at, reason, run_id))
 
     # -- queries -----------------------------------------------------------------------------
+    @guarded
     def find_reusable(self, step: str, cache_key: str) -> sqlite3.Row | None:
         with self._lock:
             return self._db.execute(
@@ -202,6 +271,7 @@ class RunStore(RunListener):
                 "AND state IN ('succeeded','cached') ORDER BY finished DESC LIMIT 1",
                 (step, cache_key)).fetchone()
 
+    @guarded
     def last_key_parts(self, notebook: str, step: str) -> dict | None:
         """The key parts of this step's newest run that got as far as computing them."""
         with self._lock:
@@ -212,6 +282,7 @@ class RunStore(RunListener):
                 (notebook, step)).fetchone()
         return json.loads(row["key_parts"]) if row else None
 
+    @guarded
     def runs(self, limit: int = 20, notebook: str | None = None, **where: str | None
              ) -> list[dict]:
         """Newest first; `where`: equality filters on pipeline, experiment, state, source."""
@@ -227,6 +298,7 @@ class RunStore(RunListener):
                                     (*used.values(), limit)).fetchall()
             return [self._run_dict(r) for r in rows]
 
+    @guarded
     def run(self, run_id: str) -> dict:
         with self._lock:
             row = self._db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()

@@ -27,8 +27,9 @@ A step is a sandbox (sandbox.py does the host side):
   the executor's `memory` option (MLPIPE_DOCKER_MEMORY, `none` for no cap), else
   `default_memory` of the engine's memory. Swap is never added on top of the cap.
 
-Labels `mlpipe.run`, `mlpipe.step` and `mlpipe.owner` (host:pid:start-time of the runner
-process) let a run cancel its containers and `mlpipe gc` find those of runners that died.
+Labels `mlpipe.run`, `mlpipe.step` and `mlpipe.owner` (host:pid:start-time:boot-id of the
+runner process) let a run cancel its containers, and the next `mlpipe run`, `mlpipe runs`, the
+service or `mlpipe gc` find those of runners that died (reaper.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from __future__ import annotations
 import codecs
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,21 +112,28 @@ def parse_user(value: Any = None) -> tuple[int, int]:
 
 
 def owner_label() -> str:
-    """host:pid:start-time of this process: tells `mlpipe gc` whether a runner is alive."""
+    """host:pid:start-time:boot-id of this process: tells whether a runner is alive."""
     from ..store import process_start
+    from ..storecheck import boot_id
 
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{process_start(pid) or ''}"
+    return f"{socket.gethostname()}:{pid}:{process_start(pid) or ''}:{boot_id()}"
 
 
 def owner_alive(label: str | None) -> bool | None:
-    """True/False for a runner on this host; None when it cannot be told (other host)."""
+    """True/False for a runner on this host; None when it cannot be told (other host). A
+    runner of an earlier boot is dead whatever its pid is now (labels before the boot id was
+    added have none: judged by pid and start time)."""
     from ..store import process_alive
+    from ..storecheck import boot_id
 
     host, _, rest = (label or "").partition(":")
-    pid, _, start = rest.partition(":")
+    pid, _, rest = rest.partition(":")
+    start, _, boot = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return None
+    if boot and boot_id() and boot != boot_id():
+        return False
     return process_alive(int(pid), start or None)
 
 
@@ -206,25 +215,27 @@ class LineSplitter:
         return [rest] if rest else []
 
 
-def collect_garbage(client, *, everything: bool = False, dry_run: bool = False
-                    ) -> list[dict[str, str]]:
+def collect_garbage(client, *, everything: bool = False, dry_run: bool = False,
+                    run_over: Callable[[str], bool] | None = None) -> list[dict[str, str]]:
     """Remove containers left by runners that died (SIGKILL, a crash, a reboot).
 
     A container is left over when the runner process named by its `mlpipe.owner` label is no
-    longer alive on this host. Containers of live runners are theirs to remove; containers
-    started from another host are left alone. `everything` removes every mlpipe container,
-    running or not, whoever owns it.
+    longer alive on this host (pid, start time and boot id), or when `run_over(run id)` says
+    its run has ended (a run store's state: a runner elsewhere judged by its heartbeat).
+    Containers of live runners are theirs to remove; containers started from another host are
+    otherwise left alone. `everything` removes every mlpipe container, whoever owns it.
     """
     removed = []
     for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
         labels = container.labels or {}
         alive = owner_alive(labels.get(OWNER_LABEL))
-        if not everything and alive is not False:
+        ended = alive is None and run_over is not None and run_over(labels.get(RUN_LABEL, ""))
+        if not everything and alive is not False and not ended:
             continue
         entry = {"name": container.name, "run": labels.get(RUN_LABEL, ""),
                  "step": labels.get(STEP_LABEL, ""), "status": container.status,
-                 "why": "removed with --all" if everything and alive is not False
-                 else "its runner is gone"}
+                 "why": "its run has ended" if ended else "removed with --all"
+                 if everything and alive is not False else "its runner is gone"}
         if not dry_run:
             try:
                 container.remove(force=True)

@@ -159,8 +159,11 @@ def test_owner_label_of_this_process_is_alive():
     label = owner_label()
     assert label.startswith(f"{socket.gethostname()}:{os.getpid()}:")
     assert owner_alive(label) is True
-    host, pid, start = label.split(":")
+    host, pid, start, boot = label.split(":")
+    assert boot == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     assert owner_alive(f"{host}:{pid}:{int(start) + 1}") is False  # pid reused by another
+    assert owner_alive(f"{host}:{pid}:{start}:another-boot") is False  # before a reboot
+    assert owner_alive(f"{host}:{pid}:{start}") is True  # a label from before boot ids
     assert owner_alive(f"{host}:999999999:") is False
     assert owner_alive("another-host:1:2") is None
     assert owner_alive(None) is None
