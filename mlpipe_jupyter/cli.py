@@ -38,12 +38,17 @@ def _load_run(home, run_id: str) -> dict:
 
 
 def _store(home):
+    """The run store, after the explicit recovery step (reaper.py): runs, containers and
+    scratch of runners that died. A damaged store is one line (StoreDamaged)."""
     from .errors import NotFound
+    from .reaper import reap
     from .store import RunStore
 
     if not home.db.exists():
         raise NotFound(f"no run history at {home.root} (run a pipeline first, or pass --home)")
-    return RunStore(home.db)
+    store = RunStore(home.db)
+    reap(store)
+    return store
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,8 +61,8 @@ def main() -> None:
 @click.argument("notebook", type=click.Path(dir_okay=False))
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Override a pipeline parameter (value parsed as a Python literal).")
-@click.option("--executor", default=None, help="docker, local or dask (default: docker when a "
-              "daemon answers, else local).")
+@click.option("--executor", default=None, help="docker or local (default: docker when a "
+              "daemon answers and a base image is there, else local).")
 @click.option("--only", multiple=True, metavar="STEP", help="Run only this step (repeatable).")
 @click.option("--from", "from_step", default=None, metavar="STEP",
               help="Run this step and everything downstream.")
@@ -112,6 +117,9 @@ def run(notebook, params, executor, only, from_step, no_cache, max_parallel, fai
         progress.stop()
         click.echo(f"interrupted: run {runner.run_id} cancelled, its steps stopped", err=True)
         sys.exit(130)
+    except MlpipeError as err:  # the run store failed: the run stopped (never "succeeded")
+        progress.stop()
+        _fail(err, 1 if runner.recorded else 2)
     progress.stop()
     progress.summary(state)
     sys.exit(0 if state == "succeeded" else 1)
@@ -141,17 +149,23 @@ def _run_log_echo(console):
 @click.option("--home", default=None, help="State directory (default: ./.mlpipe).")
 def runs(as_json, limit, home):
     """List recent runs, newest first."""
-    from .errors import MlpipeError
+    from .errors import MlpipeError, NotFound
 
     try:
         store = _store(_home(home))
-    except MlpipeError as err:
+    except NotFound as err:
         if as_json:
             click.echo("[]")
             return
         _fail(err, 1)
-    found = store.runs(limit=limit)
-    store.close()
+    except MlpipeError as err:  # damaged: never "no runs yet"
+        _fail(err, 1)
+    try:
+        found = store.runs(limit=limit)
+    except MlpipeError as err:
+        _fail(err, 1)
+    finally:
+        store.close()
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
@@ -275,6 +289,33 @@ def image_build(notebook, base_image, quiet):
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the damaged artifacts as JSON.")
+@click.option("--home", default=None, help="State directory (default: ./.mlpipe).")
+def verify(as_json, home):
+    """Rehash every artifact and list those whose content no longer matches its digest.
+
+    A damaged artifact is never reused: the next run re-runs the step that produced it and
+    rewrites it. Exit code 1 when any is damaged.
+    """
+    from .artifacts import ArtifactStore
+
+    store = ArtifactStore(_home(home).artifacts)
+    digests = store.digests()
+    damaged = {d: why for d in digests if (why := store.verify(d, full=True)) is not None}
+    if as_json:
+        click.echo(json.dumps({"checked": len(digests), "damaged": [
+            {"digest": d, "path": str(store.path(d)), "problem": why}
+            for d, why in damaged.items()]}, indent=2))
+    else:
+        for digest, why in damaged.items():
+            click.echo(f"damaged: {store.path(digest)} ({why})")
+        click.echo(f"checked {len(digests)} artifact{'s' if len(digests) != 1 else ''}: "
+                   + (f"{len(damaged)} damaged; the next run re-runs the steps that made them"
+                      if damaged else "all intact"))
+    sys.exit(1 if damaged else 0)
+
+
+@main.command()
 @click.option("--all", "everything", is_flag=True,
               help="Remove every mlpipe container, even those of runs still going.")
 @click.option("--images", is_flag=True, help="Also remove runtime images built from other "
@@ -297,7 +338,12 @@ def gc(everything, images, dry_run, home):
     if where.db.exists():
         from .store import RunStore
 
-        RunStore(where.db).close()  # opening it marks runs of dead runners failed
+        try:
+            store = RunStore(where.db)
+            store.recover_interrupted()  # runs of dead runners: failed, interrupted
+            store.close()
+        except MlpipeError as err:
+            _fail(err, 1)
     from .scratch import sweep
 
     scratch = sweep(dry_run=dry_run)  # kernel logs and sockets of runners that died
@@ -323,6 +369,28 @@ def gc(everything, images, dry_run, home):
                + (f" and {len(stale)} image{'s' if len(stale) != 1 else ''}" if images else "")
                + (f" and {len(scratch)} scratch director{'ies' if len(scratch) != 1 else 'y'}"
                   if scratch else ""))
+
+
+@main.command()
+@click.option("--home", default=None, help="State directory (default: ./.mlpipe, or "
+              "$MLPIPE_HOME).")
+def doctor(home):
+    """Check mlpipe.db; if it is damaged, save it aside and rebuild it from runs/.
+
+    The damaged file is kept as mlpipe.db.damaged-<time> (with its -wal and -shm). The rebuilt
+    store has every run of runs/ with its steps and their states; cache keys cannot be rebuilt,
+    so reuse starts over. Artifacts are untouched (content-addressed). Exit code 0 when the
+    store is sound or was rebuilt, 1 when it could not be.
+    """
+    from .doctor import doctor as check
+    from .errors import MlpipeError
+
+    try:
+        report = check(_home(home))
+    except MlpipeError as err:
+        _fail(err, 1)
+    for line in report.lines:
+        click.echo(line)
 
 
 from .cli_service import COMMANDS as _SERVICE_COMMANDS  # noqa: E402  (publish, serve, ...)

@@ -20,7 +20,8 @@ from .errors import MlpipeError
 @ma.magic_arguments()
 @ma.argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
              help="override a pipeline parameter (a Python literal)")
-@ma.argument("--executor", default=None, help="docker, local or dask")
+@ma.argument("--executor", default=None,
+             help="docker or local (default: docker when it can run here, else local)")
 @ma.argument("--only", nargs="+", default=[], metavar="STEP", help="run only these steps")
 @ma.argument("--from", dest="from_step", default=None, metavar="STEP",
              help="run this step and everything downstream of it")
@@ -146,10 +147,7 @@ class PipelineMagics(Magics):
         from .handle import PipelineRun
         from .runner import PipelineRunner, RunOptions
 
-        try:
-            args = ma.parse_argstring(_run_args, rest)
-        except (IPythonUsageError, ValueError) as err:
-            raise MlpipeError(f"%pipeline run: {err}") from None
+        args = _parse_args(_run_args, "run", rest)
         require_steps(self.spec())  # before an executor is chosen: no image built for nothing
         config = load_config(Path.cwd())
         options = RunOptions(
@@ -205,7 +203,7 @@ class PipelineMagics(Magics):
         from .home import Home
         from .store import RunStore
 
-        args = ma.parse_argstring(_runs_args, rest)
+        args = _parse_args(_runs_args, "runs", rest)
         store = RunStore(Home.for_dir(Path.cwd()).db)
         try:
             runs = store.runs(limit=args.n)
@@ -218,7 +216,7 @@ class PipelineMagics(Magics):
     def _export(self, rest: str):
         from .export import export_pipeline
 
-        args = ma.parse_argstring(_export_args, rest)
+        args = _parse_args(_export_args, "export", rest)
         path = export_pipeline(self.spec(), Path(args.to), pipeline="pipeline")
         return _Text(f"exported {len(self.spec().steps)} step notebooks and {path.name} to "
                      f"{path.parent}")
@@ -229,6 +227,15 @@ class PipelineMagics(Magics):
     def _clear(self, rest: str):
         self.builder.clear()
         return None
+
+
+def _parse_args(func, sub: str, rest: str):
+    """A `%pipeline SUB` line split by the shell's rules, as `%%step` lines are
+    (`-p "x=[1, 2]"` is one word); a bad line is one MlpipeError line."""
+    try:
+        return func.parser.parse_args(stepargs.split_line(rest))
+    except (IPythonUsageError, ValueError) as err:
+        raise MlpipeError(f"%pipeline {sub}: {err}") from None
 
 
 class _Text(str):

@@ -3,6 +3,7 @@ cancellation. Everything it does is told to its listeners (store, CLI, widget, s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -37,6 +38,7 @@ from .home import Home
 from .spec import PipelineSpec, StepSpec, is_variable
 from .stepbook import write_step_notebook
 from .store import RunStore
+from .storecheck import Heartbeat, StoreDamaged, StoreUnwritable, os_error_line
 
 
 @dataclass
@@ -49,6 +51,13 @@ class RunOptions:
     max_parallel: int | None = None
     fail_fast: bool = False
     executor_options: dict[str, Any] = field(default_factory=dict)
+    # who started the run (cli|kernel|rest|schedule) and what it is filed under; the service
+    # also gives the run id it already handed out at submit time, and the published version
+    run_id: str | None = None
+    experiment: str | None = None
+    source: str | None = None
+    pipeline: str | None = None
+    pipeline_version: int | None = None
 
 
 def new_run_id() -> str:
@@ -81,8 +90,13 @@ class PipelineRunner:
         self.executor_name, self.executor = self._choose_executor()
         self.max_parallel = max(1, self.options.max_parallel or os.cpu_count() or 1)
         self.executor.max_parallel = self.max_parallel  # bounds work an executor does ahead
-        self.run_id = new_run_id()
+        self.run_id = self.options.run_id or new_run_id()
         self.store = RunStore(self.home.db)
+        from .reaper import reap  # runs, containers and scratch of runners that died
+
+        reap(self.store)
+        self.recorded = False  # the store took the run's start (else nothing ran: exit 2)
+        self._heartbeat: Heartbeat | None = None
         self.artifacts = ArtifactStore(self.home.artifacts, run_id=self.run_id)
         self.events = Broadcaster([self.store, *listeners])
         order = topo_order(self.graph)
@@ -94,6 +108,7 @@ class PipelineRunner:
         self.outputs: dict[str, dict[str, str]] = {}
         self.sources: dict[str, str] = {}
         self._jobs: dict[str, StepJob] = {}
+        self._damaged: dict[str, list[str]] = {}  # step -> why its earlier result is unusable
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self.state: str = QUEUED
@@ -151,25 +166,43 @@ class PipelineRunner:
         self.events.add(listener)
 
     def run(self) -> str:
-        """Run to the end; return the run's final state."""
+        """Run to the end; return the run's final state. History must be written: when the run
+        store fails (StoreUnwritable, StoreDamaged) the run stops, its steps are stopped, and
+        that error is raised once the run is wound up. A disk full (any OSError) fails it."""
         started = time.time()
         self.state = RUNNING
-        self.events.on_run_started(run_id=self.run_id, notebook=self.notebook,
-                                   params=self.params, steps=self.order,
-                                   executor=self.executor_name, started=started,
-                                   defaults=self.spec.param_defaults)
+        try:
+            self.events.on_run_started(
+                run_id=self.run_id, notebook=self.notebook, params=self.params,
+                steps=self.order, executor=self.executor_name, started=started,
+                defaults=self.spec.param_defaults, experiment=self.options.experiment,
+                source=self.options.source, pipeline=self.options.pipeline,
+                pipeline_version=self.options.pipeline_version)
+        except MlpipeError:
+            self.state = FAILED
+            self.store.close()
+            raise
+        self.recorded = True
+        self._heartbeat = Heartbeat(lambda: self.store.beat(self.run_id))
         reason = None
+        fatal = False
         try:
             self.executor.start_run(spec=self.spec, base_dir=self.base_dir, run_id=self.run_id,
                                     log=lambda line: self._run_log(line))
             self._publish_sources()
             self._schedule()
-        except MlpipeError as err:
-            reason = str(err)  # also the run's reason: displays say it once, not per step
+        except (MlpipeError, OSError) as err:
+            reason = str(err) if isinstance(err, MlpipeError) else os_error_line(err)
+            fatal = self.events.failure is not None or isinstance(
+                err, (OSError, StoreUnwritable, StoreDamaged))
+            if fatal:
+                self.cancel()
             for name, state in self.states.items():
                 if state not in FINAL:
-                    self._set(name, SKIPPED if not self.cancelled else CANCELLED,
-                              reason=reason)
+                    after = (FAILED if fatal and state == RUNNING else
+                             CANCELLED if self.cancelled else SKIPPED)
+                    with contextlib.suppress(MlpipeError):  # the store failed: raised below
+                        self._set(name, after, reason=reason)
         except BaseException as err:  # KeyboardInterrupt included: record, then re-raise
             self.cancel()
             for name, state in self.states.items():
@@ -179,7 +212,9 @@ class PipelineRunner:
             raise
         finally:
             self.executor.end_run(run_id=self.run_id)
-        if self.cancelled:
+        if fatal:
+            final = FAILED
+        elif self.cancelled:
             final = CANCELLED
         elif all(s in OK for s in self.states.values()):
             final = SUCCEEDED
@@ -189,9 +224,13 @@ class PipelineRunner:
             reason = reason or (f"step{'s' if len(failed) > 1 else ''} "
                                 f"{', '.join(f'`{n}`' for n in failed)} failed" if failed else None)
         self._finish(final, reason)
+        if self.events.failure is not None:
+            raise self.events.failure
         return final
 
     def _finish(self, state: str, reason: str | None) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         self.state, self.reason = state, reason
         self.artifacts.clean_staging()
         if state == SUCCEEDED:  # <home>/latest/<notebook stem>/: its files, swapped in whole
@@ -199,9 +238,17 @@ class PipelineRunner:
 
             self.latest = publish_run(self.home, self.notebook, self.run_id, self.artifacts,
                                       self.outputs, log=self._run_log)
-        self.events.on_run_finished(run_id=self.run_id, state=state, at=time.time(),
-                                    reason=reason)
+        with contextlib.suppress(MlpipeError):  # the store's: events.failure, raised by run()
+            self.events.on_run_finished(run_id=self.run_id, state=state, at=time.time(),
+                                        reason=reason)
+        if self.events.failure is not None:  # recorded failed if the store takes it now
+            self.state, self.reason = FAILED, str(self.events.failure)
+            with contextlib.suppress(MlpipeError):  # else the next opener does (pid, heartbeat)
+                self.store.mark_failed(self.run_id, self.reason, wait=2)
         self.store.close()
+        from .scratch import sweep
+
+        sweep()  # this run's kernels removed theirs; those of runners that died go too
 
     # -- scheduling --------------------------------------------------------------------------
     def _run_log(self, line: str) -> None:
@@ -238,7 +285,9 @@ class PipelineRunner:
         import json
 
         outputs = json.loads(row["outputs"] or "{}")
-        if not all(self.artifacts.exists(d) for d in outputs.values()):
+        damaged = [item for item, d in outputs.items() if self.artifacts.verify(d) is not None]
+        if damaged:  # never reused silently: the step runs again and rewrites them
+            self._damaged[step.name] = [f"artifact of `{item}` damaged" for item in damaged]
             return False
         origin = row["reused_from"] or row["run_id"]
         self.outputs[step.name] = outputs
@@ -284,9 +333,9 @@ class PipelineRunner:
                             continue
                         if self._try_reuse(step, parts, key):
                             continue
-                        reasons = (["--no-cache"] if step.no_cache or self.options.no_cache else
-                                   miss_reasons(self.store.last_key_parts(self.notebook, name),
-                                                parts))
+                        reasons = (["--no-cache"] if step.no_cache or self.options.no_cache
+                                   else self._damaged.pop(name, None) or miss_reasons(
+                                       self.store.last_key_parts(self.notebook, name), parts))
                         future = pool.submit(self._execute, step, key, parts, reasons)
                         running[future] = name
                 if self.cancelled:
@@ -368,6 +417,10 @@ class PipelineRunner:
             shutil.rmtree(path, ignore_errors=True)
         inputs, files = {}, {}
         for item, digest in self._input_digests(step).items():
+            if (damage := self.artifacts.verify(digest)) is not None:
+                raise StepFailed(f"step `{step.name}`: input `{item}` is damaged in the artifact "
+                                 f"store ({damage}: {self.artifacts.path(digest)}); run again to "
+                                 "rewrite it", step=step.name, cause="artifact-damaged")
             if is_variable(item):
                 inputs[item] = self.artifacts.path(digest)
             else:
@@ -406,6 +459,28 @@ class PipelineRunner:
         left (safefs.py): one that would lead out of its output fails the step, naming both."""
         from .safefs import Refused
 
+        def links_resolve(published: Path, item: str, label: str) -> None:
+            """Refuse a directory output holding a symlink that resolves to nothing (a loop,
+            `a` -> `b` -> `a`, or a missing target): every step reading it, and latest/, would
+            fail on it. Checked in the published copy, which only the runner writes (safefs has
+            refused links out of it); what was published stays unreferenced."""
+            import errno
+
+            for dirpath, dirnames, filenames in os.walk(published):
+                for name in sorted(dirnames + filenames):
+                    path = os.path.join(dirpath, name)
+                    if not os.path.islink(path):
+                        continue
+                    try:
+                        os.stat(path)
+                    except OSError as err:
+                        what = "a symlink loop" if err.errno == errno.ELOOP else \
+                            "a symlink to nothing"
+                        rel = os.path.relpath(path, published).replace(os.sep, "/")
+                        raise Refused(f"{label} holds {what}: `{item.rstrip('/')}/{rel}` -> "
+                                      f"{os.readlink(path)!r}; a link in an output must lead to "
+                                      "a file or directory inside it") from None
+
         published = {}
         for item in step.outputs:
             label = f"output `{item}`"
@@ -415,11 +490,15 @@ class PipelineRunner:
                         outputs_dir, item, label=label)
                 else:
                     published[item] = self.artifacts.publish_output(workdir, item, label=label)
+                    links_resolve(self.artifacts.data_path(published[item]), item, label)
             except FileNotFoundError:
                 raise StepFailed(f"step `{step.name}` did not produce its declared output "
                                  f"`{item}`", step=step.name, cell="the outputs cell") from None
             except Refused as err:
                 raise StepFailed(f"step `{step.name}`: {err}", step=step.name, file=item,
                                  cause="unsafe-output") from None
+            except OSError as err:  # unreadable, or changed while it was read
+                raise StepFailed(f"step `{step.name}`: {label} could not be published: "
+                                 f"{err.strerror or err}", step=step.name, file=item) from None
         shutil.rmtree(outputs_dir, ignore_errors=True)
         return published

@@ -158,3 +158,15 @@ def test_quoted_names_and_env_values_in_a_step_line_follow_shell_rules(kernel):
     step = "_mlpipe.spec().steps[0]"
     assert kernel.value(f"{step}.outputs") == "('my file.csv', 'out dir/')"
     assert kernel.value(f"{step}.env") == "(('J', 'c \"d\"'), ('K', 'a b'))"
+
+
+def test_a_pipeline_line_is_split_as_a_shell_would(kernel):
+    """`%pipeline run -p "x=[1, 2]"` passes one word, as `mlpipe run -p "x=[1, 2]"` does."""
+    register(kernel, ["%%pipeline_params\nx = [0]", "%%step s --outputs y --no-run\ny = sum(x)"])
+    reply, _, _ = kernel.run('run = %pipeline run -p "x=[1, 2]" --wait')
+    assert reply["status"] == "ok"
+    assert kernel.value("run.status") == "'succeeded'"
+    assert kernel.value('run.load("y")') == "3"
+    reply, _, _ = kernel.run('%pipeline run -p "x=[1')
+    assert (reply["status"], reply["ename"]) == ("error", "UsageError")
+    assert reply["evalue"] == "%pipeline run: No closing quotation"
