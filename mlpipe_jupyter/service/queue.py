@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import NotFound
 from ..events import FINAL
 from ..home import Home
+from ..reaper import reap
 from ..runner import new_run_id
 from ..store import RunStore, process_alive, process_start
 from .db import ACTIVE, ServiceDB
@@ -90,7 +91,9 @@ class RunQueue:
 
     # -- the loop's work ---------------------------------------------------------------------
     def recover(self) -> None:
-        """At start: runs whose process is gone are failed "interrupted"; live ones adopted."""
+        """At start: runs whose process is gone are failed "interrupted"; live ones adopted;
+        what dead runners left (runs of `mlpipe run`s too, containers, scratch) is removed."""
+        reap(self.store)
         for row in self.db.all("SELECT * FROM queue WHERE state='running'"):
             if not process_alive(row["pid"], row["pid_start"]):
                 self._ended(row, "interrupted (the service stopped while it ran)")
@@ -141,6 +144,8 @@ class RunQueue:
         if run is not None and run["state"] not in FINAL:
             self.store.mark_failed(row["id"], f"run process {why}")
             run = self.store.run(row["id"])
+            # what its runner left: containers (a docker run), kernels' scratch
+            reap(self.store, docker=run.get("executor") == "docker")
         if run is not None:
             state, reason = run["state"], run["reason"]
         elif row["cancel_requested"]:
