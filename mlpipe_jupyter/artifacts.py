@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from . import safefs
-from .errors import NotFound
+from .errors import NotFound, StepFailed
+from .spec import is_variable
 
 CHUNK = 1 << 20
 
@@ -227,6 +228,31 @@ class ArtifactStore:
             if not (staged / "meta.json").is_file():
                 raise FileNotFoundError(f"{name}/meta.json")
             return self.publish(staged)
+
+    def publish_step_outputs(self, step: str, outputs: tuple[str, ...], workdir: Path,
+                             outputs_dir: Path) -> dict[str, str]:
+        """Publish what step `step` declared (variables from `outputs_dir`, files from
+        `workdir`), never through a symlink it left: each problem is one StepFailed line."""
+        published = {}
+        for item in outputs:
+            label = f"output `{item}`"
+            try:
+                if is_variable(item):
+                    published[item] = self.publish_output_variable(outputs_dir, item,
+                                                                   label=label)
+                else:
+                    published[item] = self.publish_output(workdir, item, label=label)
+                    safefs.dangling_links(self.data_path(published[item]), item, label=label)
+            except FileNotFoundError:
+                raise StepFailed(f"step `{step}` did not produce its declared output `{item}`",
+                                 step=step, cell="the outputs cell") from None
+            except safefs.Refused as err:
+                raise StepFailed(f"step `{step}`: {err}", step=step, file=item,
+                                 cause="unsafe-output") from None
+            except OSError as err:  # unreadable, or changed while it was read
+                raise StepFailed(f"step `{step}`: {label} could not be published: "
+                                 f"{err.strerror or err}", step=step, file=item) from None
+        return published
 
     def meta(self, digest: str) -> dict[str, Any]:
         try:

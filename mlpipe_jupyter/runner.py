@@ -19,7 +19,7 @@ from .artifacts import ArtifactStore
 from .cache import cache_key, key_parts, miss_reasons, short_reason
 from .checks import check_params
 from .dag import build_dag, select, topo_order
-from .errors import Cancelled, ExecutorError, MlpipeError, SpecError, StepFailed
+from .errors import Cancelled, MlpipeError, SpecError, StepFailed
 from .events import (
     CACHED,
     CANCELLED,
@@ -33,7 +33,7 @@ from .events import (
     Broadcaster,
     RunListener,
 )
-from .executors import Executor, StepJob, executors
+from .executors import StepJob, executors
 from .home import Home
 from .spec import PipelineSpec, StepSpec, is_variable
 from .stepbook import write_step_notebook
@@ -86,8 +86,10 @@ class PipelineRunner:
         self.graph = build_dag(spec, file_exists=lambda p: (self.base_dir / p).exists())
         self.params = resolve_params(spec, self.options.params)
         self.selected = select(self.graph, self.options.only, self.options.from_step)
-        self.notes: list[str] = []  # one line each, for the user: why steps run locally, ...
-        self.executor_name, self.executor = self._choose_executor()
+        # notes: one line each for the user (why the steps run locally, say)
+        self.executor_name, self.executor, self.notes = executors.choose(
+            self.options.executor, self.options.executor_options, spec=spec,
+            base_dir=self.base_dir)
         self.max_parallel = max(1, self.options.max_parallel or os.cpu_count() or 1)
         self.executor.max_parallel = self.max_parallel  # bounds work an executor does ahead
         self.run_id = self.options.run_id or new_run_id()
@@ -113,30 +115,6 @@ class PipelineRunner:
         self._lock = threading.Lock()
         self.state: str = QUEUED
         self.reason: str | None = None
-
-    def _choose_executor(self) -> tuple[str, Executor]:
-        """The executor asked for (an error if it cannot start), else docker when a daemon
-        answers and can run this pipeline here, else local with a note saying why."""
-        options = self.options.executor_options
-        if self.options.executor is not None:
-            executor = executors.get(self.options.executor)(**options)
-            if (why := executor.available()) is not None:
-                raise ExecutorError(why, option="--executor")
-            return self.options.executor, executor
-        if "docker" in executors.names():
-            docker = executors.get("docker")
-            if (why := docker.available()) is not None:
-                self.notes.append(f"{why.split(': start it')[0]}; steps run locally, without "
-                                  "containers")
-            else:
-                executor = docker(**options)
-                try:
-                    executor.preflight(spec=self.spec, base_dir=self.base_dir)
-                    return "docker", executor
-                except MlpipeError as err:
-                    self.notes.append(f"docker executor cannot run here: {err}; steps run "
-                                      "locally, without containers")
-        return "local", executors.get("local")(**options)
 
     def _ancestors(self, name: str) -> set[str]:
         import networkx as nx
@@ -452,53 +430,7 @@ class PipelineRunner:
                 timer.cancel()
             with self._lock:
                 self._jobs.pop(step.name, None)
-        return self._publish_outputs(step, workdir, outputs_dir)
-
-    def _publish_outputs(self, step: StepSpec, workdir: Path, outputs_dir: Path) -> dict[str, str]:
-        """Copy the step's outputs into the artifact store, never through a symlink the step
-        left (safefs.py): one that would lead out of its output fails the step, naming both."""
-        from .safefs import Refused
-
-        def links_resolve(published: Path, item: str, label: str) -> None:
-            """Refuse a directory output holding a symlink that resolves to nothing (a loop,
-            `a` -> `b` -> `a`, or a missing target): every step reading it, and latest/, would
-            fail on it. Checked in the published copy, which only the runner writes (safefs has
-            refused links out of it); what was published stays unreferenced."""
-            import errno
-
-            for dirpath, dirnames, filenames in os.walk(published):
-                for name in sorted(dirnames + filenames):
-                    path = os.path.join(dirpath, name)
-                    if not os.path.islink(path):
-                        continue
-                    try:
-                        os.stat(path)
-                    except OSError as err:
-                        what = "a symlink loop" if err.errno == errno.ELOOP else \
-                            "a symlink to nothing"
-                        rel = os.path.relpath(path, published).replace(os.sep, "/")
-                        raise Refused(f"{label} holds {what}: `{item.rstrip('/')}/{rel}` -> "
-                                      f"{os.readlink(path)!r}; a link in an output must lead to "
-                                      "a file or directory inside it") from None
-
-        published = {}
-        for item in step.outputs:
-            label = f"output `{item}`"
-            try:
-                if is_variable(item):
-                    published[item] = self.artifacts.publish_output_variable(
-                        outputs_dir, item, label=label)
-                else:
-                    published[item] = self.artifacts.publish_output(workdir, item, label=label)
-                    links_resolve(self.artifacts.data_path(published[item]), item, label)
-            except FileNotFoundError:
-                raise StepFailed(f"step `{step.name}` did not produce its declared output "
-                                 f"`{item}`", step=step.name, cell="the outputs cell") from None
-            except Refused as err:
-                raise StepFailed(f"step `{step.name}`: {err}", step=step.name, file=item,
-                                 cause="unsafe-output") from None
-            except OSError as err:  # unreadable, or changed while it was read
-                raise StepFailed(f"step `{step.name}`: {label} could not be published: "
-                                 f"{err.strerror or err}", step=step.name, file=item) from None
+        published = self.artifacts.publish_step_outputs(step.name, step.outputs, workdir,
+                                                        outputs_dir)
         shutil.rmtree(outputs_dir, ignore_errors=True)
         return published

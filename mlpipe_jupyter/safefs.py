@@ -206,3 +206,23 @@ def settle(dir_fd: int, owner: tuple[int, int] | None) -> None:
     for _, dirnames, filenames, fd in os.fwalk(".", dir_fd=dir_fd, follow_symlinks=False):
         for name in dirnames + filenames:
             fix(name, fd)
+
+
+def dangling_links(published: Path, item: str, *, label: str) -> None:
+    """Refuse a published directory output holding a symlink that resolves to nothing (a loop,
+    `a` -> `b` -> `a`, or a missing target): every step reading it, and latest/, would fail on
+    it. Checked in the published copy, which only the runner writes (links out of it were
+    refused already); what was published stays unreferenced."""
+    for dirpath, dirnames, filenames in os.walk(published):
+        for name in sorted(dirnames + filenames):
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                continue
+            try:
+                os.stat(path)
+            except OSError as err:
+                what = "a symlink loop" if err.errno == errno.ELOOP else "a symlink to nothing"
+                rel = os.path.relpath(path, published).replace(os.sep, "/")
+                raise Refused(f"{label} holds {what}: `{item.rstrip('/')}/{rel}` -> "
+                              f"{os.readlink(path)!r}; a link in an output must lead to a file "
+                              "or directory inside it") from None

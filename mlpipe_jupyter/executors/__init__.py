@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from importlib import import_module
 from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
 
-from ..errors import UsageError
+from ..errors import ExecutorError, MlpipeError, UsageError
+from ..spec import PipelineSpec
 from .base import Executor, StepJob
 
 BUILTIN = {
@@ -37,6 +40,33 @@ class ExecutorRegistry:
             module, _, attr = target.partition(":")
             self._classes[name] = getattr(import_module(module), attr)
         return self._classes[name]
+
+
+    def choose(self, asked: str | None, options: dict[str, Any], *, spec: PipelineSpec,
+               base_dir: Path) -> tuple[str, Executor, list[str]]:
+        """(name, executor, notes) for a run. The executor asked for (an error if it cannot
+        start); else docker when a daemon answers and can run this pipeline here (its
+        preflight), else local with a one-line note saying why."""
+        if asked is not None:
+            executor = self.get(asked)(**options)
+            if (why := executor.available()) is not None:
+                raise ExecutorError(why, option="--executor")
+            return asked, executor, []
+        notes = []
+        if "docker" in self.names():
+            docker = self.get("docker")
+            if (why := docker.available()) is not None:
+                notes.append(f"{why.split(': start it')[0]}; steps run locally, without "
+                             "containers")
+            else:
+                executor = docker(**options)
+                try:
+                    executor.preflight(spec=spec, base_dir=base_dir)
+                    return "docker", executor, notes
+                except MlpipeError as err:
+                    notes.append(f"docker executor cannot run here: {err}; steps run locally, "
+                                 "without containers")
+        return "local", self.get("local")(**options), notes
 
 
 executors = ExecutorRegistry()
