@@ -29,6 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 from . import kernelfork
@@ -121,7 +122,7 @@ class KernelPool:
         # imported here, in the caller's thread, before the loop thread can need it: two
         # threads importing jupyter_client at once (ours, and papermill's import in a step)
         # can see its modules half-initialised (ImportError seen in the benchmarks)
-        self._manager_class = kernel_manager_class()
+        self._manager_class = _shared_context_class(kernel_manager_class())
         self.size = max(0, size)
         self.kernel_name = kernel_name
         self.startup_timeout = startup_timeout
@@ -265,7 +266,14 @@ class KernelPool:
     async def _start(self, *, cwd: Path, env: dict[str, str], warm: bool) -> Kernel:
         self._count += 1
         log = self._scratch / f"kernel-{self._count}.log"
-        kernel = Kernel(self._manager_class(kernel_name=self.kernel_name), log, warm)
+        # Unix sockets in the pool's own directory, not TCP ports: jupyter_client picks a free
+        # port by binding and releasing it, and with many kernels starting at once another
+        # kernel, or an outgoing connection's ephemeral port, can take it first. The kernel
+        # then died on bind (EADDRINUSE) or, when a client connected to itself, never
+        # answered (60 s, then the step failed); bench/soak.py found both.
+        km = self._manager_class(kernel_name=self.kernel_name, transport="ipc",
+                                 connection_file=str(self._scratch / f"kernel-{self._count}.json"))
+        kernel = Kernel(km, log, warm)
         if self._zygote is not None:
             kernelfork.use_zygote(kernel.km, self._zygote)
         with self._lock:
@@ -276,10 +284,6 @@ class KernelPool:
             with open(log, "ab") as out:
                 await kernel.km.start_kernel(cwd=str(cwd), env=env, stdout=out, stderr=out,
                                              extra_arguments=list(KERNEL_ARGS))
-            if warm:  # make sure it answers before anyone waits on it
-                kernel.kc = kernel.km.client()
-                kernel.kc.start_channels()
-                await connect(kernel.kc, self.startup_timeout)
         except BaseException:
             await self._stop(kernel, graceful=False)
             raise
@@ -289,13 +293,27 @@ class KernelPool:
         return kernel
 
     async def _enter(self, kernel: Kernel, workdir: Path, env: dict[str, str]) -> None:
-        """Move a warm kernel into its step: silent, no history, no execution count."""
-        kc = kernel.kc
+        """Move a warm kernel into its step: silent, no history, no execution count. Its reply
+        is also what proves the kernel answers: a request on the shell channel waits in ZMQ's
+        queue until the kernel is up, so no kernel_info handshake (and no IOPub subscription,
+        which only that needs) is made ahead for each kernel (runner CPU per step)."""
+        kc = kernel.kc = kernel.km.client()
+        kc.start_channels(iopub=False, stdin=False, hb=False, control=False)
         try:
             msg_id = kc.execute(ENTER.format(cwd=str(workdir), env=dict(env)), silent=True,
                                 store_history=False, allow_stdin=False)
+            deadline = time.monotonic() + self.startup_timeout
             while True:
-                reply = await kc.get_shell_msg(timeout=self.startup_timeout)
+                try:
+                    reply = await kc.get_shell_msg(timeout=1)
+                except Empty:
+                    proc = kernel.process
+                    if proc is None or proc.poll() is not None:
+                        raise RuntimeError("the warm kernel died") from None
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"kernel did not answer in {self.startup_timeout:g} "
+                                           "s") from None
+                    continue
                 if reply["parent_header"].get("msg_id") == msg_id:
                     break
             content = reply["content"]
@@ -339,6 +357,78 @@ class KernelPool:
         for task in pending:  # kernels still starting: their own cleanup kills them
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+_CONTEXT = None  # the zmq context of every pool kernel's manager and clients, for the process
+SEND_TIMEOUT_MS = 10_000
+_CLASSES: dict[type, type] = {}
+_CLASSES_LOCK = threading.Lock()
+
+
+def _zmq_context():
+    """One zmq.asyncio.Context for all step kernels of this process, never terminated (as
+    zmq's own Context.instance()). jupyter_client otherwise makes a context, with its two
+    I/O threads, for each kernel manager and for each client (three per step: the pool's, the
+    papermill engine's, the exit request's) and destroys it with the client."""
+    global _CONTEXT
+    with _CLASSES_LOCK:
+        if _CONTEXT is None:
+            import zmq.asyncio
+
+            _CONTEXT = zmq.asyncio.Context()
+            # jupyter_client's sends are blocking calls, and a DEALER socket left without a
+            # peer blocks in send for good: on the pool's one event loop that froze every step
+            # of the run (seen with TCP ports taken by another kernel). A send that cannot be
+            # queued now raises zmq.Again instead, and that kernel is replaced or its step fails.
+            _CONTEXT.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
+        return _CONTEXT
+
+
+CHANNELS = ("_shell_channel", "_iopub_channel", "_stdin_channel", "_hb_channel",
+            "_control_channel")
+
+
+def _shared_context_class(manager_class: type) -> type:
+    """`manager_class` with the shared zmq context for the manager and every client it makes,
+    and clients that stop only the channels they started."""
+    with _CLASSES_LOCK:
+        found = _CLASSES.get(manager_class)
+    if found is not None:
+        return found
+
+    class SharedContextManager(manager_class):  # type: ignore[misc, valid-type]
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("context", _zmq_context())
+            super().__init__(**kwargs)
+            self.client_factory = _lean_client_class(self.client_factory)
+
+        def client(self, **kwargs: Any):
+            kwargs.setdefault("context", self.context)
+            return super().client(**kwargs)
+
+    with _CLASSES_LOCK:
+        return _CLASSES.setdefault(manager_class, SharedContextManager)
+
+
+def _lean_client_class(client_class: type) -> type:
+    with _CLASSES_LOCK:
+        found = _CLASSES.get(client_class)
+        if found is not None:
+            return found
+
+        class LeanClient(client_class):  # type: ignore[misc, valid-type]
+            def stop_channels(self) -> None:
+                # jupyter_client's reads every channel property, which connects a socket for
+                # each channel never started (stdin, heartbeat, control) only to drop it
+                if not all(hasattr(self, name) for name in CHANNELS):
+                    super().stop_channels()
+                    return
+                for name in CHANNELS:
+                    channel = getattr(self, name)
+                    if channel is not None and channel.is_alive():
+                        channel.stop()
+
+        return _CLASSES.setdefault(client_class, LeanClient)
 
 
 def _reap(proc) -> None:

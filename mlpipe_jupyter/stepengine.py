@@ -121,12 +121,17 @@ def _throttle_saves(nb_man) -> None:
 def _connect_client(client, timeout: float) -> None:
     """Give nbclient a connected client, so it skips wait_for_ready's fixed 0.2 s (see
     kernelpool.connect); on this thread's event loop, the one nbclient runs cells on."""
+    from jupyter_client import KernelManager
     from jupyter_core.utils import run_sync
 
     from .kernelpool import connect
 
     client.kc = client.km.client()
-    client.kc.start_channels()
+    # nbclient uses shell and iopub only; a client of a KernelManager asks it whether the
+    # kernel lives, so the heartbeat (a thread and a socket per step), stdin and control
+    # sockets would be created and torn down for nothing (runner CPU: docs/benchmarks.md)
+    client.kc.start_channels(stdin=False, control=False,
+                             hb=not isinstance(client.km, KernelManager))
     try:
         run_sync(connect)(client.kc, timeout)
     except Exception:
@@ -140,10 +145,41 @@ def step_engine() -> str:
     """Register (once) and name the engine. Its extra keyword arguments, passed through
     papermill.execute_notebook: `mlpipe_km` (a started KernelManager; nbclient leaves stopping
     it to the caller), `mlpipe_cwd`, `mlpipe_progress(done, total)`, `mlpipe_cancelled()`."""
+    from nbformat.v4.nbjson import writes
     from papermill.clientwrap import PapermillNotebookClient
-    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+    from papermill.iorw import papermill_io
+
+    class StepManager(NotebookExecutionManager):
+        final_save = True  # False once papermill.execute_notebook is known to write it next
+
+        def save(self, **kwargs):
+            # nbformat.writes validates against the schema first and only logs what it
+            # finds; twice per step that was a visible share of the runner's CPU per step.
+            # The same JSON, from nbformat's own v4 writer.
+            if self.output_path and self.final_save:
+                papermill_io.write(writes(self.nb), self.output_path)
+            self.last_save_time = self.now()
 
     class StepEngine(NBClientEngine):
+        @classmethod
+        def execute_notebook(cls, nb, kernel_name, output_path=None, progress_bar=True,
+                             log_output=False, autosave_cell_every=30, **kwargs):
+            # Engine.execute_notebook's life cycle, with StepManager's saves
+            nb_man = StepManager(nb, output_path=output_path, progress_bar=progress_bar,
+                                 log_output=log_output, autosave_cell_every=autosave_cell_every)
+            nb_man.notebook_start()
+            try:
+                cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output,
+                                             **kwargs)
+                # papermill.execute_notebook writes the finished notebook as soon as this
+                # returns: completing it is not saved twice (an error propagating still is)
+                nb_man.final_save = False
+            finally:
+                nb_man.cleanup_pbar()
+                nb_man.notebook_complete()
+            return nb_man.nb
+
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False,
                                      stdout_file=None, stderr_file=None, start_timeout=60,
