@@ -36,7 +36,7 @@ MAX_MESSAGE = 1 << 20
 PRELOAD = (
     "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.comm",
     "IPython.core.interactiveshell", "IPython.core.completer", "IPython.core.debugger",
-    "tornado.gen", "tornado.locks", "tornado.queues", "sqlite3", "pdb", "psutil",
+    "tornado.gen", "tornado.locks", "tornado.queues", "sqlite3", "pdb",
 )
 
 
