@@ -119,7 +119,8 @@ JSON_TYPES = "parameters are JSON values (None, bool, number, string, list, dict
 @pytest.mark.parametrize("option, message", [
     # IPython expands {expr} in a line magic (`-p lr={lr}` passes the kernel's lr): {{ is {
     ("-p x={{1,2}}", "-p x={1, 2}: a set is not a JSON value; @; write a list: [1, 2]"),
-    ('-p x=b"ab"', "-p x=b'ab': a bytes value is not a JSON value; @; write a string: 'ab'"),
+    # the line is split as a shell would, so quotes inside a value are quoted as in a shell
+    ("-p 'x=b\"ab\"'", "-p x=b'ab': a bytes value is not a JSON value; @; write a string: 'ab'"),
     ("-p x=(1,2)", "-p x=(1, 2): a tuple is not a JSON value; @; write a list: [1, 2]"),
     ("-p x=1e999", "-p x=inf: infinity is not a JSON value; @; for no limit, use None"),
 ])
