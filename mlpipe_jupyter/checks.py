@@ -15,8 +15,8 @@ from collections.abc import Collection, Iterable, Mapping
 from pathlib import PurePath
 from typing import Any
 
-from .codeinfo import NameScan, scan_names
 from .errors import NotebookError, SpecError, UsageError
+from .namescan import NameScan, scan_names
 from .spec import PipelineSpec, StepSpec, is_variable
 
 # what a parameter's default says about the values `-p` may give it (params are JSON values)

@@ -1,4 +1,4 @@
-"""Pre-run checks (checks.py) and the scope scan under them (codeinfo.scan_names): pure
+"""Pre-run checks (checks.py) and the scope scan under them (namescan.scan_names): pure
 functions on plain data."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from mlpipe_jupyter.checks import (
     require_steps,
     suggest,
 )
-from mlpipe_jupyter.codeinfo import scan_names
 from mlpipe_jupyter.errors import MlpipeError, NotebookError, SpecError, UsageError
+from mlpipe_jupyter.namescan import scan_names
 from mlpipe_jupyter.notebook import read_pipeline
 from mlpipe_jupyter.spec import PipelineSpec
 from tests.conftest import NOTEBOOKS, write_notebook
