@@ -15,7 +15,12 @@ everything.
 What a step produced is copied in without following a symlink out of the directory the step
 wrote it in (safefs.py): a file output that is a link is refused; a link inside a directory
 output is kept as a link when it resolves inside that output, refused otherwise; a variable
-holds no link at all.
+holds no link at all, and its meta.json (which the step wrote) must name a serializer installed
+here, with its data file, and no path.
+
+Loading a variable runs its serializer's `load` on the host: a cloudpickle variable a step
+produced (in a container too) runs whatever code that step put in it, in the process that calls
+`run.load()` or `ArtifactStore.load`; load such a variable only from a step you would run locally.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ def file_digest(path: Path) -> str:
 def _entries(root: Path) -> list[Path]:
     """Every file and symlink under root, links never followed."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in safefs.walk(root):
         found += [Path(dirpath, n) for n in dirnames + filenames
                   if os.path.islink(os.path.join(dirpath, n))]
         found += [Path(dirpath, n) for n in filenames
@@ -77,6 +82,56 @@ def _fingerprint(root: Path) -> list[list]:
         out.append([path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns,
                     stat.S_IFMT(st.st_mode)])
     return out
+
+
+KINDS = ("variable", "file", "directory")
+VARIABLE_KEYS = {"kind", "serializer", "type"}
+META_LIMIT = 1 << 20
+
+
+def _relative(path: object) -> bool:
+    """A path inside the artifact's data/: relative, no `..`, nothing odd."""
+    return (isinstance(path, str) and path != "" and not path.startswith("/")
+            and "\0" not in path and all(p not in ("", ".", "..") for p in path.split("/")))
+
+
+def _check_variable(staged: Path, name: str, label: str) -> None:
+    """Refused unless the meta.json a step wrote for a variable is what runtime.save_outputs
+    writes: kind "variable", a serializer installed here, its data file a regular file, and no
+    other field (no path: a variable's data is where its serializer says)."""
+    from . import serializers
+
+    where = f"{label}: its meta.json"
+    meta_file = staged / "meta.json"
+    if meta_file.lstat().st_size > META_LIMIT:
+        raise safefs.Refused(f"{where} is larger than {META_LIMIT >> 20} MiB")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise safefs.Refused(f"{where} is not JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise safefs.Refused(f"{where} is not a JSON object")
+    extra = sorted(set(meta) - VARIABLE_KEYS)
+    if extra:
+        raise safefs.Refused(f"{where} has fields a variable has not: "
+                             + ", ".join(f"`{k}`" for k in extra))
+    if meta.get("kind") != "variable":
+        raise safefs.Refused(f"{where} says kind {meta.get('kind')!r}, not 'variable'")
+    if not isinstance(meta.get("type", ""), str):
+        raise safefs.Refused(f"{where} has a `type` that is not a string")
+    try:
+        ser = serializers.by_name(meta.get("serializer"))
+    except LookupError:
+        raise safefs.Refused(f"{where} names serializer {meta.get('serializer')!r}, which is not "
+                             "installed here") from None
+    data = staged / "data" / ser.filename
+    try:
+        mode = data.lstat().st_mode
+    except FileNotFoundError:
+        mode = 0
+    if not stat.S_ISREG(mode):
+        raise safefs.Refused(f"{label}: no data file `{name}/data/{ser.filename}` for its "
+                             f"serializer {ser.name!r}")
 
 
 class ArtifactStore:
@@ -158,7 +213,7 @@ class ArtifactStore:
                 shutil.rmtree(staged, ignore_errors=True)
                 return digest
             self._set_aside(final)  # damaged: the staged copy replaces it
-        for dirpath, dirnames, filenames in os.walk(staged):
+        for dirpath, dirnames, filenames in safefs.walk(staged):
             for name in dirnames + filenames:
                 path = os.path.join(dirpath, name)
                 mode = os.lstat(path).st_mode
@@ -184,12 +239,6 @@ class ArtifactStore:
         except FileNotFoundError:  # another run set it aside first
             return
         shutil.rmtree(aside, ignore_errors=True)
-
-    def publish_variable(self, produced: Path) -> str:
-        """`produced` is what runtime.save_outputs wrote for one variable."""
-        staged = self.staging_dir()
-        shutil.copytree(produced, staged, dirs_exist_ok=True)
-        return self.publish(staged)
 
     def publish_file(self, source: Path, name: str) -> str:
         """A file or directory artifact, copied from where the step wrote it."""
@@ -227,6 +276,7 @@ class ArtifactStore:
                             links=False)
             if not (staged / "meta.json").is_file():
                 raise FileNotFoundError(f"{name}/meta.json")
+            _check_variable(staged, name, label)
             return self.publish(staged)
 
     def publish_step_outputs(self, step: str, outputs: tuple[str, ...], workdir: Path,
@@ -255,14 +305,28 @@ class ArtifactStore:
         return published
 
     def meta(self, digest: str) -> dict[str, Any]:
+        """The artifact's meta.json; NotFound when it is not one mlpipe could have written (a
+        `path` absolute or climbing out of the artifact, among others)."""
         try:
-            return json.loads((self.path(digest) / "meta.json").read_text())
+            meta = json.loads((self.path(digest) / "meta.json").read_text())
         except FileNotFoundError:
             raise NotFound(f"artifact {digest[:12]} is not in {self.root}") from None
+        except (OSError, ValueError) as err:
+            raise NotFound(f"artifact {digest[:12]}: unreadable meta.json ({err})") from None
+        path = meta.get("path") if isinstance(meta, dict) else None
+        if not isinstance(meta, dict) or meta.get("kind") not in KINDS or (
+                meta["kind"] == "variable") != (path is None) or (
+                path is not None and not _relative(path)):
+            raise NotFound(f"artifact {digest[:12]}: its meta.json is not an artifact's "
+                           f"(kind {meta.get('kind') if isinstance(meta, dict) else None!r}, "
+                           f"path {path!r})")
+        return meta
 
     def data_path(self, digest: str) -> Path:
         """The file or directory a file artifact holds (for mounting or copying)."""
         meta = self.meta(digest)
+        if meta["kind"] == "variable":
+            raise NotFound(f"artifact {digest[:12]} is a variable, not a file")
         return self.path(digest) / "data" / meta["path"]
 
     def load(self, digest: str) -> Any:
@@ -272,7 +336,10 @@ class ArtifactStore:
         meta = self.meta(digest)
         if meta["kind"] != "variable":
             return self.data_path(digest)
-        ser = serializers.by_name(meta["serializer"])
+        try:
+            ser = serializers.by_name(meta.get("serializer"))
+        except LookupError as err:
+            raise NotFound(f"artifact {digest[:12]}: {err}") from None
         return ser.load(self.path(digest) / "data" / ser.filename)
 
     def clean_staging(self) -> None:

@@ -97,9 +97,9 @@ def publish_run(home: Home, notebook: str, run_id: str, artifacts: ArtifactStore
     the ArtifactStore `artifacts`) become the notebook's latest. A failure to copy them is
     logged, not raised: the run stands."""
     pipeline = Path(notebook).stem
-    files = {item: artifacts.data_path(digest) for produced in outputs.values()
-             for item, digest in produced.items() if not is_variable(item)}
     try:
+        files = {item: artifacts.data_path(digest) for produced in outputs.values()
+                 for item, digest in produced.items() if not is_variable(item)}
         return update_latest(home, pipeline, run_id, files)
     except (OSError, MlpipeError) as err:
         log(f"could not update {home.latest(pipeline)}: {err}")

@@ -20,6 +20,7 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -28,6 +29,10 @@ _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 CHUNK = 1 << 20
 KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device",
          stat.S_IFBLK: "a device"}
+# How deep a directory output may nest (levels below it): deeper is refused, in one line,
+# rather than walked (a tree a step made 100,000 levels deep would exhaust the stack, the open
+# files or PATH_MAX of whatever walks it next).
+MAX_DEPTH = 256
 PUBLISHED = "an output is published as itself, never through a link"
 
 
@@ -122,42 +127,92 @@ def copy_out(root: Path, rel: str, dest: Path, *, label: str, shown: str,
         os.close(fd)
 
 
-def _copy_tree(dir_fd: int, dest: Path, *, shown: str, label: str, links: bool) -> None:
+def _too_deep(label: str) -> Refused:
+    return Refused(f"{label} is nested deeper than {MAX_DEPTH} levels")
+
+
+def _copy_tree(top_fd: int, dest: Path, *, shown: str, label: str, links: bool) -> None:
+    """Copy the directory open as `top_fd` to `dest`, depth first with an explicit stack (one
+    open directory a level, at most MAX_DEPTH levels below the top: Refused deeper)."""
     os.mkdir(dest, 0o755)
-    with os.scandir(dir_fd) as entries:
-        names = sorted(entry.name for entry in entries)
-    for name in names:
-        seen = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        path = f"{shown}{name}"
-        if stat.S_ISLNK(seen.st_mode):
-            if not links:
-                raise Refused(f"{label} holds a symlink: `{path}` -> {_target(name, dir_fd)}")
-            os.symlink(os.readlink(name, dir_fd=dir_fd), dest / name)
-            continue
-        if not (stat.S_ISDIR(seen.st_mode) or stat.S_ISREG(seen.st_mode)):
-            raise Refused(f"{label} holds {KINDS.get(stat.S_IFMT(seen.st_mode), 'a special file')}"
-                          f": `{path}`; only files, directories and links are published")
-        try:
-            fd = _open_at(name, dir_fd, seen)
-        except OSError as err:
-            if err.errno != errno.ELOOP:
+    stack: list[tuple[int, Path, str, list[str]]] = [(top_fd, dest, shown, _names(top_fd))]
+    try:
+        while stack:
+            dir_fd, into, prefix, names = stack[-1]
+            if not names:
+                stack.pop()
+                if dir_fd != top_fd:
+                    os.close(dir_fd)
+                continue
+            name = names.pop()
+            seen = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            path = f"{prefix}{name}"
+            if stat.S_ISLNK(seen.st_mode):
+                if not links:
+                    raise Refused(f"{label} holds a symlink: `{path}` -> {_target(name, dir_fd)}")
+                os.symlink(os.readlink(name, dir_fd=dir_fd), into / name)
+                continue
+            if not (stat.S_ISDIR(seen.st_mode) or stat.S_ISREG(seen.st_mode)):
+                raise Refused(f"{label} holds "
+                              f"{KINDS.get(stat.S_IFMT(seen.st_mode), 'a special file')}"
+                              f": `{path}`; only files, directories and links are published")
+            if stat.S_ISDIR(seen.st_mode) and len(stack) > MAX_DEPTH:
+                raise _too_deep(label)
+            try:
+                fd = _open_at(name, dir_fd, seen)
+            except OSError as err:
+                if err.errno != errno.ELOOP:
+                    raise
+                raise Refused(f"{label} holds a symlink: `{path}` -> {_target(name, dir_fd)}"
+                              ) from None
+            if not stat.S_ISDIR(seen.st_mode):
+                try:
+                    copy_fd(fd, into / name)
+                finally:
+                    os.close(fd)
+                continue
+            try:
+                os.mkdir(into / name, 0o755)
+                listed = _names(fd)
+            except BaseException:
+                os.close(fd)
                 raise
-            raise Refused(f"{label} holds a symlink: `{path}` -> {_target(name, dir_fd)}"
-                          ) from None
+            stack.append((fd, into / name, f"{path}/", listed))
+    finally:
+        for dir_fd, *_ in stack:
+            if dir_fd != top_fd:
+                os.close(dir_fd)
+
+
+def _names(dir_fd: int) -> list[str]:
+    """The names in a directory, in reverse order (popped from the end: sorted order)."""
+    with os.scandir(dir_fd) as entries:
+        return sorted((entry.name for entry in entries), reverse=True)
+
+
+def walk(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk(root) top-down, without recursion (os.walk recurses a frame a level before
+    Python 3.12) and never following a link: (dirpath, dirnames, filenames), links among the
+    filenames. Only for trees the runner wrote (paths, not handles); other errors raise."""
+    stack = [os.fspath(root)]
+    while stack:
+        top = stack.pop()
+        dirs, files = [], []
         try:
-            if stat.S_ISDIR(seen.st_mode):
-                _copy_tree(fd, dest / name, shown=f"{path}/", label=label, links=links)
-            else:
-                copy_fd(fd, dest / name)
-        finally:
-            os.close(fd)
+            with os.scandir(top) as entries:
+                for entry in entries:
+                    (dirs if entry.is_dir(follow_symlinks=False) else files).append(entry.name)
+        except (NotADirectoryError, FileNotFoundError):
+            continue  # a file, or nothing: nothing under it (as os.walk)
+        yield top, dirs, files
+        stack += [os.path.join(top, d) for d in sorted(dirs, reverse=True)]
 
 
 def links_out_of(copy: Path, *, label: str, shown: str) -> None:
     """Refuse the first symlink under `copy` (a directory only the runner writes) that resolves
     outside it: absolute, climbing out, or through a chain of links."""
     top = os.path.realpath(copy)
-    for dirpath, dirnames, filenames in os.walk(copy):
+    for dirpath, dirnames, filenames in walk(copy):
         for name in sorted(dirnames + filenames):
             path = os.path.join(dirpath, name)
             if not os.path.islink(path):
@@ -190,7 +245,8 @@ def settle(dir_fd: int, owner: tuple[int, int] | None) -> None:
     """After a step: no setuid or setgid bit left on anything in the directory open as `dir_fd`
     (and, with `owner`, everything in it handed to that uid:gid). Top-down and by fd: a
     directory changes owner before it is listed, so a step still running cannot add to it
-    afterwards; a link is changed as itself and never followed."""
+    afterwards; a link is changed as itself and never followed. Iterative, one open directory
+    a level: nothing deeper than MAX_DEPTH levels is settled (Refused once the rest is)."""
     def fix(name: str | None, parent: int) -> None:
         kw = {"dir_fd": parent, "follow_symlinks": False} if name is not None else {}
         target = name if name is not None else parent
@@ -203,9 +259,40 @@ def settle(dir_fd: int, owner: tuple[int, int] | None) -> None:
                 os.chmod(target, stat.S_IMODE(st.st_mode) & ~0o6000, **kw)
 
     fix(None, dir_fd)
-    for _, dirnames, filenames, fd in os.fwalk(".", dir_fd=dir_fd, follow_symlinks=False):
-        for name in dirnames + filenames:
+    stack = [(dir_fd, _names(dir_fd))]
+    deep = False
+    try:
+        while stack:
+            fd, names = stack[-1]
+            if not names:
+                stack.pop()
+                if fd != dir_fd:
+                    os.close(fd)
+                continue
+            name = names.pop()
             fix(name, fd)
+            try:
+                seen = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISDIR(seen.st_mode):
+                    continue
+                if len(stack) > MAX_DEPTH:
+                    deep = True
+                    continue
+                sub = _open_at(name, fd, seen)
+            except OSError:
+                continue  # gone, or a link now: nothing of it is followed
+            try:
+                listed = _names(sub)
+            except OSError:
+                os.close(sub)
+                continue
+            stack.append((sub, listed))
+    finally:
+        for fd, _ in stack:
+            if fd != dir_fd:
+                os.close(fd)
+    if deep:
+        raise _too_deep("a directory a step wrote")
 
 
 def dangling_links(published: Path, item: str, *, label: str) -> None:
@@ -213,7 +300,7 @@ def dangling_links(published: Path, item: str, *, label: str) -> None:
     `a` -> `b` -> `a`, or a missing target): every step reading it, and latest/, would fail on
     it. Checked in the published copy, which only the runner writes (links out of it were
     refused already); what was published stays unreferenced."""
-    for dirpath, dirnames, filenames in os.walk(published):
+    for dirpath, dirnames, filenames in walk(published):
         for name in sorted(dirnames + filenames):
             path = os.path.join(dirpath, name)
             if not os.path.islink(path):

@@ -125,18 +125,6 @@ def read_record(record: Record, limit: int = MAX_RECORD_SIZE) -> bytes:
     return raw
 
 
-def record_model(root: Path, path: str, *, content: bool = True,
-                 limit: int = MAX_RECORD_SIZE) -> dict[str, Any]:
-    """A jupyter contents-API model of the record, marked read-only (the server streams the
-    record's bytes as the content instead of building this; see handlers.py)."""
-    with open_record(root, path) as record:
-        model = record.model()
-        if content:
-            model.update(content=_parse(path, _read(record, limit)), format="json",
-                         mimetype=NOTEBOOK_MIMETYPE)
-    return model
-
-
 def _read(record: Record, limit: int) -> bytes:
     _check_size(record.path, record.stat.st_size, limit)
     chunks, total = [], 0
@@ -148,7 +136,6 @@ def _read(record: Record, limit: int) -> bytes:
         total += len(chunk)
     _check_size(record.path, total, limit)  # it grew since it was stat'ed
     return b"".join(chunks)
-
 
 
 def _check_size(path: str, size: int, limit: int) -> None:
@@ -171,19 +158,10 @@ def _unreadable(path: str, exc: Exception) -> NotFound:
     return NotFound(f"{path}: not a readable notebook ({reason})", file=path)
 
 
-def _parse(path: str, raw: bytes) -> dict:
-    try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_refuse)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _unreadable(path, exc) from None
-    if not isinstance(value, dict):
-        raise NotFound(f"{path}: not a readable notebook (not a JSON object)", file=path)
-    return value
-
-
 def _check_json(path: str, raw: bytes) -> None:
-    """What `_parse` checks, in about the record's size of memory instead of several times it:
-    UTF-8 decoded a chunk at a time; then the JSON parsed from a Latin-1 reading of the bytes (one
+    """NotFound unless `raw` is a JSON object in UTF-8 without NaN or Infinity (what a browser
+    parses), checked in about the record's size of memory instead of several times it: UTF-8
+    decoded a chunk at a time; then the JSON parsed from a Latin-1 reading of the bytes (one
     byte a character, where UTF-8 text can take four; JSON's syntax is ASCII, so the bytes parse
     alike either way) with every object dropped as soon as it is parsed."""
     if not re.match(rb"[ \t\r\n]*\{", raw):
@@ -256,28 +234,43 @@ def _check_store(home_fd: int, path: str) -> None:
     (not a link) that SQLite opens read-only with mlpipe's tables, and a `runs/` directory."""
     fd, _ = _open_file(home_fd, STORE_FILE, path)
     try:
-        head = os.pread(fd, len(SQLITE_MAGIC), 0)
-    finally:
-        os.close(fd)
-    if head != SQLITE_MAGIC:
-        raise _gone(path, f"`{STORE_FILE}` beside `runs/` is not a run store")
-    try:
-        tables = _store_tables(home_fd)
+        if os.pread(fd, len(SQLITE_MAGIC), 0) != SQLITE_MAGIC:
+            raise _gone(path, f"`{STORE_FILE}` beside `runs/` is not a run store")
+        tables = _store_tables(home_fd, fd, path)
     except sqlite3.Error as err:
         raise _gone(path, f"`{STORE_FILE}` is not a run store ({err})") from None
+    finally:
+        os.close(fd)
     for table, columns in STORE_COLUMNS.items():
         if not columns <= tables.get(table, set()):
             raise _gone(path, f"`{STORE_FILE}` is not a run store (no mlpipe `{table}` table)")
 
 
-def _store_tables(home_fd: int) -> dict[str, set[str]]:
-    """{table: columns} of the home's store, read without writing to it: `mode=ro`, and
-    `immutable=1` when no writer has a WAL open (a read-only connection would otherwise leave
-    `-wal` and `-shm` files behind it)."""
-    base = f"/proc/self/fd/{home_fd}"
-    if not os.path.isdir(base):  # no /proc: the directory's path (macOS, BSD)
-        base = _fd_path(home_fd)
-    db = "file:" + urllib.parse.quote(f"{base}/{STORE_FILE}")
+def _store_tables(home_fd: int, db_fd: int, path: str) -> dict[str, set[str]]:
+    """{table: columns} of the home's store (`db_fd`, the `mlpipe.db` _check_store opened
+    without following a link), read without writing to it: `mode=ro`, and `immutable=1` when no
+    writer has a WAL open (a read-only connection would otherwise leave `-wal` and `-shm` files
+    behind it).
+
+    SQLite opens files by name only. It is given `/proc/self/fd/<db_fd>`, which it resolves
+    (as it does any symlink) to the name the kernel keeps for that open file: the checked file
+    even if `mlpipe.db` was renamed away and a link put in its place. That name is checked to be
+    the same file first (a deleted one is named `... (deleted)`, which anyone writing the
+    directory could plant). Left open: a swap of that name between this check and SQLite's
+    open, and the `-wal` beside it, which SQLite also finds by name."""
+    proc = f"/proc/self/fd/{db_fd}"
+    if os.path.exists(proc):
+        named = os.readlink(proc)
+        opened = os.fstat(db_fd)
+        try:
+            now = os.stat(named, follow_symlinks=False)
+        except OSError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+            raise _gone(path, f"`{STORE_FILE}` changed while it was opened")
+        db = "file:" + urllib.parse.quote(proc)
+    else:  # no /proc: the directory's path (macOS, BSD)
+        db = "file:" + urllib.parse.quote(f"{_fd_path(home_fd)}/{STORE_FILE}")
     try:
         os.stat(f"{STORE_FILE}-wal", dir_fd=home_fd, follow_symlinks=False)
     except FileNotFoundError:

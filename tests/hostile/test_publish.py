@@ -126,3 +126,22 @@ def test_settling_a_work_dir_clears_setuid_and_follows_no_link(tmp_path, work):
     for path in (work, work / "tool", work / "data", work / "data" / "a", work / "link"):
         st = path.lstat()
         assert (st.st_uid, st.st_gid) == owner, path
+
+
+def test_a_directory_output_nests_at_most_max_depth_levels(store, tmp_path):
+    from mlpipe_jupyter.safefs import MAX_DEPTH
+
+    work = tmp_path / "deep"
+    path = work / "data"
+    path.mkdir(parents=True)
+    for _ in range(MAX_DEPTH):
+        path = path / "a"
+        path.mkdir()
+    (path / "f.txt").write_text("deepest")
+    data = store.data_path(publish(store, work))
+    assert (data / "/".join(["a"] * MAX_DEPTH) / "f.txt").read_text() == "deepest"
+    (path / "a").mkdir()  # one level more
+    with pytest.raises(Refused) as err:
+        publish(store, work)
+    assert str(err.value) == f"output `data/` is nested deeper than {MAX_DEPTH} levels"
+    assert [p for p in (store.root / ".staging").rglob("*") if not p.is_dir()] == []

@@ -38,7 +38,7 @@ def test_serialisers_round_trip(tmp_path, value, expected):
     meta = json.loads((tmp_path / "out/v/meta.json").read_text())
     assert meta["serializer"] == expected
     store = ArtifactStore(tmp_path / "artifacts")
-    digest = store.publish_variable(tmp_path / "out/v")
+    digest = store.publish_output_variable(tmp_path / "out", "v", label="output `v`")
     back = runtime.load_input({"inputs": {"v": str(store.path(digest))}}, "v")
     if isinstance(value, pd.DataFrame):
         pd.testing.assert_frame_equal(back, value)

@@ -145,7 +145,8 @@ def test_artifact_entry_paths_and_sizes(tmp_path):
     (produced / "data").mkdir(parents=True)
     (produced / "meta.json").write_text(json.dumps({"kind": "variable", "serializer": "json"}))
     (produced / "data/value.json").write_text("[1, 2]")
-    path, size = artifact_entry(store.root, store.publish_variable(produced))
+    variable = store.publish_output_variable(tmp_path, "out", label="output `out`")
+    path, size = artifact_entry(store.root, variable)
     assert path.name == "value.json" and size == 6
     assert artifact_entry(store.root, "0" * 64) == (store.root / ("0" * 64), None)
 
@@ -248,7 +249,8 @@ def test_publish_run_copies_file_outputs_only_and_logs_a_failure(tmp_path):
     (produced / "data").mkdir(parents=True)
     (produced / "meta.json").write_text(json.dumps({"kind": "variable", "serializer": "json"}))
     (produced / "data/value.json").write_text("1")
-    outputs = {"fit": {"model": store.publish_variable(produced)},
+    model = store.publish_output_variable(tmp_path, "out", label="output `out`")
+    outputs = {"fit": {"model": model},
                "report": {"reports/r.txt": store.publish_file(report, "reports/r.txt")}}
     logged = []
     link = publish_run(home, "/nb/wine.ipynb", "run1", store, outputs, log=logged.append)
@@ -260,6 +262,11 @@ def test_publish_run_copies_file_outputs_only_and_logs_a_failure(tmp_path):
     assert len(logged) == 1 and logged[0].startswith(f"could not update {blocked}: ")
     assert (blocked / "mine").is_dir()
     assert list((blocked.parent / ".versions/other").iterdir()) == []
+    # an output whose artifact is gone: one line logged, the run stands (nothing raised)
+    gone = {"report": {"reports/r.txt": "0" * 64}}
+    assert publish_run(home, "/nb/gone.ipynb", "run3", store, gone, log=logged.append) is None
+    assert len(logged) == 2 and logged[1].startswith("could not update ")
+    assert "is not in" in logged[1]
 
 
 def test_latest_names_are_safe():

@@ -4,6 +4,7 @@ server itself, over HTTP: tests/integration/test_records_server.py)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,29 @@ from hypothesis import strategies as st
 
 from mlpipe_jupyter.errors import NotFound, UsageError
 from mlpipe_jupyter.server import records
-from mlpipe_jupyter.server.records import RecordTooLarge, open_record, record_model
+from mlpipe_jupyter.server.records import (
+    MAX_RECORD_SIZE,
+    RecordTooLarge,
+    open_record,
+    read_record,
+)
 from mlpipe_jupyter.store import RunStore
 
 
 def record_path(root: Path, path: str) -> None:
     open_record(root, path).close()
+
+
+def record_model(root: Path, path: str, *, content: bool = True,
+                 limit: int = MAX_RECORD_SIZE) -> dict:
+    """What the records handler serves (handlers.py): open_record's model, and with content
+    the bytes read_record checked (the handler streams them as they are)."""
+    with open_record(root, path) as record:
+        model = record.model()
+        if content:
+            model.update(content=json.loads(read_record(record, limit)), format="json")
+    return model
+
 
 NB = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
@@ -115,6 +133,10 @@ def test_an_empty_mlpipe_db_is_no_store(tmp_path):
     assert sorted(p.name for p in home.iterdir()) == ["mlpipe.db", "runs"]
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 JSON_TEXT = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
     | st.text(st.characters(codec="utf-8")),
@@ -128,13 +150,58 @@ JSON_TEXT = st.recursive(
        ascii_only=st.booleans(), cut=st.integers(0, 400), noise=st.binary(max_size=3))
 def test_the_servers_lean_json_check_agrees_with_parsing(value, ascii_only, cut, noise):
     """The server checks a record without building it (records._check_json); it must accept
-    exactly what parsing it accepts: whole, cut short, with bytes spliced in."""
+    exactly what parsing it accepts (a JSON object in UTF-8, no NaN or Infinity): whole, cut
+    short, with bytes spliced in."""
     text = json.dumps(value, ensure_ascii=ascii_only).encode()
     for raw in (text, text[:cut], text[:cut] + noise + text[cut:], b" \n" + text):
         try:
-            records._parse("p", raw)
-        except NotFound:
+            parsed = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+            if not isinstance(parsed, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:
             with pytest.raises(NotFound, match="not a readable notebook"):
                 records._check_json("p", raw)
         else:
             records._check_json("p", raw)
+
+
+def _swap_after_the_check(tmp_path, swap) -> dict:
+    """The store's tables as _check_store reads them when `swap` replaces `mlpipe.db` after it
+    was opened without following a link and before SQLite opens it."""
+    import sqlite3
+
+    home = tmp_path / "p" / ".mlpipe"
+    _record(home)
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE other (x)")
+    conn.commit()
+    conn.close()
+    home_fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd, _ = records._open_file(home_fd, "mlpipe.db", "p")
+        try:
+            swap(home, other)
+            return records._store_tables(home_fd, fd, "p")
+        finally:
+            os.close(fd)
+    finally:
+        os.close(home_fd)
+
+
+def test_sqlite_reads_the_store_file_that_was_checked_not_a_link_swapped_in(tmp_path):
+    def rename_and_link(home, other):
+        (home / "mlpipe.db").rename(home / "moved.db")
+        (home / "mlpipe.db").symlink_to(other)
+
+    assert set(_swap_after_the_check(tmp_path, rename_and_link)) == {"runs", "steps"}
+
+
+def test_a_store_deleted_after_the_check_is_no_store(tmp_path):
+    def delete_and_plant(home, other):  # SQLite would open the name the kernel gives it
+        (home / "mlpipe.db").unlink()
+        (home / "mlpipe.db (deleted)").symlink_to(other)
+        (home / "mlpipe.db").symlink_to(other)
+
+    with pytest.raises(NotFound, match="changed while it was opened"):
+        _swap_after_the_check(tmp_path, delete_and_plant)
