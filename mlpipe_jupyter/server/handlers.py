@@ -38,13 +38,31 @@ def error_body(err: MlpipeError) -> dict:
 
 
 class MlpipeHandler(ExtensionHandlerMixin, APIHandler):
+    """Every mlpipe route's errors are written here, in one shape: `{"error": {"error": kind,
+    "message", ...fields}, "message", "reason"}`. An MlpipeError gives its `http_status` and
+    its fields (`to_dict()`); any other error (tornado's HTTPError: 401, 404, 405, ...) its
+    status and one line, never a traceback."""
+
+    def error_message(self, status: int, exc: BaseException | None) -> str:
+        """The line an error that is not an MlpipeError shows (subclasses word their own)."""
+        return getattr(exc, "log_message", None) or self._reason
+
+    def error_headers(self, status: int) -> None:
+        """Headers an error reply of `status` carries (subclasses add theirs)."""
+
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, MlpipeError):
-            self.set_status(exc.http_status)
-            self.finish(json.dumps(error_body(exc)))
-            return
-        super().write_error(status_code, **kwargs)
+            status, body = exc.http_status, error_body(exc)
+        else:
+            status = status_code
+            message = self.error_message(status_code, exc)
+            body = {"error": {"error": "HTTPError", "message": message}, "message": message,
+                    "reason": self._reason}
+        self.set_status(status)
+        self.error_headers(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
 
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, MlpipeError):  # an answer, not a bug: one line, no traceback

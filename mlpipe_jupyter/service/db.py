@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS ticks (
 );
 """
 
-ACTIVE = ("queued", "running")  # queue states of a run that has not ended
+ACTIVE = ("queued", "starting", "running")  # queue states of a run that has not ended
 
 
 class ServiceDB:

@@ -2,23 +2,38 @@
 
 Authentication is jupyter_server's (the token of `mlpipe serve`, or Jupyter's own inside
 `jupyter lab`); a request without credentials gets 401, one with wrong credentials 403, on
-every route. Errors are `{"error": {"message", "error", ...fields}}` with the status the
-MlpipeError declares (errors.py).
+every route. Errors are written by server/handlers.py's MlpipeHandler, as every mlpipe route's
+are: `{"error": {"error", "message", ...fields}, "message", "reason"}`, with the status the
+MlpipeError declares (errors.py). A handler's work (parsing and copying a notebook's files,
+SQLite queries that may wait for a lock) runs in a thread pool, never on the event loop.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
+from tornado.ioloop import IOLoop
 
-from ..errors import MlpipeError, NotFound, UsageError
+from ..errors import NotFound, UsageError
 from ..server.handlers import MlpipeHandler
 from . import models as m
 from . import publish as pub
 from .app import PipelineService
+
+T = TypeVar("T")
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlpipe-service")
+    return _POOL
 
 
 class ServiceHandler(MlpipeHandler):
@@ -43,32 +58,23 @@ class ServiceHandler(MlpipeHandler):
     def get_login_url(self) -> str:
         raise web.HTTPError(401)
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, MlpipeError):
-            status, body = exc.http_status, exc.to_dict()
-            body = {**body, "error": type(exc).__name__}
-        else:
-            status = status_code
-            reason = getattr(exc, "log_message", None) or self._reason
-            body = {"error": "HTTPError", "message": {
-                401: "authentication required: send `Authorization: token <TOKEN>`",
-                403: "forbidden: the token is wrong"}.get(status_code, reason)}
+    def error_message(self, status: int, exc: BaseException | None) -> str:
+        return {401: "authentication required: send `Authorization: token <TOKEN>`",
+                403: "forbidden: the token is wrong"}.get(status) or super().error_message(
+                    status, exc)
+
+    def error_headers(self, status: int) -> None:
         if status == 401:
             self.set_header("WWW-Authenticate", "token")
         if status == 405:  # RFC 9110: say which methods the resource has
             self.set_header("Allow", ", ".join(
                 m for m in ("GET", "POST", "PATCH", "DELETE")
                 if getattr(type(self), m.lower()) is not web.RequestHandler._unimplemented_method))
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": body}))
 
-    def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, MlpipeError):
-            self.send_error(e.http_status, exc_info=(type(e), e, e.__traceback__))
-            return
-        super()._handle_request_exception(e)
+    async def off_loop(self, work: Callable[[], T]) -> T:
+        """Run `work` (the file system, SQLite: what may block) in the service's threads,
+        never on jupyter_server's event loop."""
+        return await IOLoop.current().run_in_executor(_pool(), work)
 
     @property
     def service(self) -> PipelineService:
@@ -111,30 +117,34 @@ def _id(value: str) -> int:
 class PipelinesHandler(ServiceHandler):
     @web.authenticated
     @authorized
-    def get(self) -> None:
-        self.reply(pub.pipelines(self.service.db))
+    async def get(self) -> None:
+        self.reply(await self.off_loop(lambda: pub.pipelines(self.service.db)))
 
     @web.authenticated
     @authorized
-    def post(self) -> None:
-        req = self.body(m.PublishRequest)
-        info, made = pub.publish(self.service.db, self.service.home, self.service.root,
-                                 req.notebook, req.name, req.description)
+    async def post(self) -> None:
+        def work() -> tuple[dict, bool]:
+            req = self.body(m.PublishRequest)
+            service = self.service
+            return pub.publish(service.db, service.home, service.root, req.notebook,
+                               req.name, req.description)
+
+        info, made = await self.off_loop(work)
         self.reply(info, 201 if made else 200)
 
 
 class PipelineHandler(ServiceHandler):
     @web.authenticated
     @authorized
-    def get(self, name: str) -> None:
-        self.reply(pub.pipeline(self.service.db, name))
+    async def get(self, name: str) -> None:
+        self.reply(await self.off_loop(lambda: pub.pipeline(self.service.db, name)))
 
     @web.authenticated
     @authorized
-    def patch(self, name: str) -> None:
+    async def patch(self, name: str) -> None:
         req = self.body(m.PipelinePatch)
-        self.reply(pub.update(self.service.db, name, default_version=req.default_version,
-                              enabled=req.enabled))
+        self.reply(await self.off_loop(lambda: pub.update(
+            self.service.db, name, default_version=req.default_version, enabled=req.enabled)))
 
 
 class PipelineRunsHandler(ServiceHandler):
@@ -142,16 +152,21 @@ class PipelineRunsHandler(ServiceHandler):
 
     @web.authenticated
     @authorized
-    def post(self, name: str) -> None:
+    async def post(self, name: str) -> None:
         req = self.body(m.SubmitRequest)
-        version, params = pub.runnable(self.service.db, name, self.int_arg("version"),
-                                       req.ParameterAssignments)
+        wanted = self.int_arg("version")
         key = self.request.headers.get("Idempotency-Key") or None
-        run_id, _ = self.service.queue.submit(pipeline=name, version=version, params=params,
-                                              experiment=req.ExperimentName, source="rest",
-                                              idempotency_key=key)
-        self.service.wake()
-        self.reply({"Id": run_id, "Status": self.service.queue.status(run_id).capitalize()}, 202)
+
+        def work() -> dict:
+            service = self.service
+            version, params = pub.runnable(service.db, name, wanted, req.ParameterAssignments)
+            run_id, _ = service.queue.submit(pipeline=name, version=version, params=params,
+                                             experiment=req.ExperimentName, source="rest",
+                                             idempotency_key=key)
+            service.wake()
+            return {"Id": run_id, "Status": service.queue.status(run_id).capitalize()}
+
+        self.reply(await self.off_loop(work), 202)
 
 
 class RunsHandler(ServiceHandler):
@@ -159,28 +174,29 @@ class RunsHandler(ServiceHandler):
 
     @web.authenticated
     @authorized
-    def get(self) -> None:
-        limit = self.int_arg("limit") or 50
-        self.reply(self.service.queue.views(
-            pipeline=self.get_query_argument("pipeline", None),
-            experiment=self.get_query_argument("experiment", None),
-            state=self.get_query_argument("state", None), limit=max(1, min(limit, 1000))))
+    async def get(self) -> None:
+        limit = max(1, min(self.int_arg("limit") or 50, 1000))
+        where = {k: self.get_query_argument(k, None) for k in ("pipeline", "experiment", "state")}
+        self.reply(await self.off_loop(lambda: self.service.queue.views(**where, limit=limit)))
 
 
 class RunHandler(ServiceHandler):
     @web.authenticated
     @authorized
-    def get(self, run_id: str) -> None:
-        self.reply(self.service.queue.view(run_id))
+    async def get(self, run_id: str) -> None:
+        self.reply(await self.off_loop(lambda: self.service.queue.view(run_id)))
 
 
 class RunCancelHandler(ServiceHandler):
     @web.authenticated
     @authorized
-    def post(self, run_id: str) -> None:
-        state = self.service.queue.cancel(run_id)
-        self.service.wake()
-        self.reply({"id": run_id, "state": state}, 202)
+    async def post(self, run_id: str) -> None:
+        def work() -> str:
+            state = self.service.queue.cancel(run_id)
+            self.service.wake()
+            return state
+
+        self.reply({"id": run_id, "state": await self.off_loop(work)}, 202)
 
 
 def _schedule_fields(req: m.ScheduleRequest | m.SchedulePatch) -> dict[str, Any]:
@@ -192,35 +208,37 @@ def _schedule_fields(req: m.ScheduleRequest | m.SchedulePatch) -> dict[str, Any]
 class SchedulesHandler(ServiceHandler):
     @web.authenticated
     @authorized
-    def get(self) -> None:
-        self.reply(self.service.scheduler.list())
+    async def get(self) -> None:
+        self.reply(await self.off_loop(lambda: self.service.scheduler.list()))
 
     @web.authenticated
     @authorized
-    def post(self) -> None:
+    async def post(self) -> None:
         req = self.body(m.ScheduleRequest)
         fields = _schedule_fields(req)
         fields.setdefault("pipeline", req.pipeline)
         fields.setdefault("cron", req.cron)
-        self.reply(self.service.scheduler.create(**fields), 201)
+        self.reply(await self.off_loop(lambda: self.service.scheduler.create(**fields)), 201)
 
 
 class ScheduleHandler(ServiceHandler):
     @web.authenticated
     @authorized
-    def get(self, sid: str) -> None:
-        self.reply(self.service.scheduler.get(_id(sid)))
+    async def get(self, sid: str) -> None:
+        number = _id(sid)
+        self.reply(await self.off_loop(lambda: self.service.scheduler.get(number)))
 
     @web.authenticated
     @authorized
-    def patch(self, sid: str) -> None:
-        req = self.body(m.SchedulePatch)
-        self.reply(self.service.scheduler.update(_id(sid), **_schedule_fields(req)))
+    async def patch(self, sid: str) -> None:
+        number, fields = _id(sid), _schedule_fields(self.body(m.SchedulePatch))
+        self.reply(await self.off_loop(lambda: self.service.scheduler.update(number, **fields)))
 
     @web.authenticated
     @authorized
-    def delete(self, sid: str) -> None:
-        self.service.scheduler.delete(_id(sid))
+    async def delete(self, sid: str) -> None:
+        number = _id(sid)
+        await self.off_loop(lambda: self.service.scheduler.delete(number))
         self.set_status(204)
         self.finish()
 

@@ -9,10 +9,13 @@ run store files its runs under the published name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
@@ -21,8 +24,11 @@ from typing import Any
 from ..checks import check_params
 from ..errors import NotFound, UsageError
 from ..home import Home
+from ..safefs import Refused, copy_out, links_out_of, open_beneath
+from ..storecheck import os_error_line
 from .db import ServiceDB
 from .errors import BadParameters, Conflict
+from .times import iso as _iso
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
@@ -55,13 +61,69 @@ def notebook_under(root: Path, notebook: str) -> Path:
     return real
 
 
+MAX_INPUT_BYTES = 1 << 30  # all file inputs of one publish together: 1 GiB
+WHY = "a file input is published as itself, never through a link"
+
+
+def _input_size(base: Path, item: str, label: str) -> int:
+    """The bytes of the file or directory `item` under `base`, reached and listed without
+    following a link (a link inside a directory counts nothing: it is checked when copied)."""
+    fd, st = open_beneath(base, item, label=label, why=WHY)
+    try:
+        if stat.S_ISREG(st.st_mode):
+            return st.st_size
+        total = 0
+        for _, _, files, dir_fd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+            for name in files:
+                seen = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISREG(seen.st_mode):
+                    total += seen.st_size
+        return total
+    finally:
+        os.close(fd)
+
+
+def _stage_inputs(base: Path, files: list[str], staging: Path) -> None:
+    """Copy each file input from beside the notebook (`base`) into `staging`: regular files
+    and directories only, never through a symlink (one inside a directory is kept as itself
+    when it stays inside it), at most MAX_INPUT_BYTES in all. One 400 line naming the file
+    otherwise; a FIFO or a device is refused unread, so it cannot hang the request."""
+    total = 0
+    for item in files:
+        label = f"file input `{item}`"
+        try:
+            total += _input_size(base, item, label)
+            if total > MAX_INPUT_BYTES:
+                raise Refused(f"{label} makes the file inputs larger than "
+                              f"{MAX_INPUT_BYTES >> 30} GiB in all")
+            dst = staging / item
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            copy_out(base, item, dst, label=label, shown=f"{item.rstrip('/')}/", links=True)
+            if dst.is_dir() and not dst.is_symlink():
+                links_out_of(dst, label=label, shown=f"{item.rstrip('/')}/")
+        except Refused as err:
+            raise UsageError(f"cannot publish: {err}", option="notebook", file=item) from None
+        except FileNotFoundError:
+            raise UsageError(f"cannot publish: {label} is gone", option="notebook",
+                             file=item) from None
+        except OSError as err:
+            raise UsageError(f"cannot publish: {label}: {os_error_line(err)}",
+                             option="notebook", file=item) from None
+
+
 def _digest_tree(h: Any, path: Path, label: str) -> None:
+    """Hash the staged copy `path` (written only here): a link as itself, never followed."""
+    if path.is_symlink():
+        h.update(f"\0link {label}\0".encode() + os.readlink(path).encode())
+        return
     if path.is_dir():
         for child in sorted(path.iterdir()):
             _digest_tree(h, child, f"{label}/{child.name}")
         return
     h.update(f"\0file {label}\0".encode())
-    h.update(path.read_bytes())
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
 
 
 def publish(db: ServiceDB, home: Home, root: Path, notebook: str, name: str,
@@ -73,33 +135,32 @@ def publish(db: ServiceDB, home: Home, root: Path, notebook: str, name: str,
     check_name(name)
     path = notebook_under(root, notebook)
     spec = read_pipeline(path)
-    graph = build_dag(spec, file_exists=lambda p: (path.parent / p).exists())
+    graph = build_dag(spec, file_exists=lambda p: os.path.lexists(path.parent / p))
     files = sorted({item for n in graph.nodes for item in graph.nodes[n]["sources"]})
-    h = hashlib.sha256()
-    for source in load_cells(path):
-        h.update(b"\0cell\0" + (source or "").encode())
-    for item in files:
-        _digest_tree(h, path.parent / item, item)
-    digest = h.hexdigest()
-    found = db.one("SELECT version FROM versions WHERE name=? AND digest=?", (name, digest))
-    if found is not None:
-        return pipeline_version(db, name, found["version"]), False
-    target = snapshots(home) / name / digest[:32]
-    if not target.exists():  # written aside, then renamed: never a half snapshot
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    parent = snapshots(home) / name
+    parent.mkdir(parents=True, exist_ok=True)
+    # copied aside first, then hashed and renamed into place: what is hashed is what is
+    # published, and there is never a half snapshot
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
+    try:
         shutil.copyfile(path, staging / f"{name}.ipynb")
+        _stage_inputs(path.parent, files, staging)
+        h = hashlib.sha256()
+        for source in load_cells(path):
+            h.update(b"\0cell\0" + (source or "").encode())
         for item in files:
-            src, dst = path.parent / item, staging / item
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_dir():
-                shutil.copytree(src, dst, symlinks=False)
-            else:
-                shutil.copyfile(src, dst)
-        try:
-            staging.rename(target)
-        except OSError:  # published at the same moment by another request: same content
-            shutil.rmtree(staging, ignore_errors=True)
+            _digest_tree(h, staging / item, item)
+        digest = h.hexdigest()
+        found = db.one("SELECT version FROM versions WHERE name=? AND digest=?", (name, digest))
+        if found is not None:
+            return pipeline_version(db, name, found["version"]), False
+        target = parent / digest[:32]
+        if not target.exists():
+            # published at the same moment by another request: the same content, kept once
+            with contextlib.suppress(OSError):
+                staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     steps = [{"name": s.name, "inputs": list(s.inputs), "outputs": list(s.outputs),
               "after": list(s.after)} for s in spec.steps]
     now = time.time()
@@ -122,14 +183,6 @@ def publish(db: ServiceDB, home: Home, root: Path, notebook: str, name: str,
             c.execute("UPDATE pipelines SET default_version=?, description=COALESCE(?, "
                       "description) WHERE name=?", (version, description, name))
     return pipeline_version(db, name, version), made
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
 
 
 def pipeline_version(db: ServiceDB, name: str, version: int | None = None) -> dict:

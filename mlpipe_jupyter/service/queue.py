@@ -28,8 +28,11 @@ from ..home import Home
 from ..reaper import reap
 from ..runner import new_run_id
 from ..store import RunStore, process_alive, process_start
+from ..storecheck import os_error_line
 from .db import ACTIVE, ServiceDB
 from .errors import Conflict
+from .times import iso as _iso
+from .times import restamp
 
 log = logging.getLogger("mlpipe_jupyter.service")
 
@@ -87,13 +90,34 @@ class RunQueue:
 
     def status(self, run_id: str) -> str:
         row = self.db.one("SELECT state FROM queue WHERE id=?", (run_id,))
-        return row["state"] if row else "unknown"
+        return _shown(row["state"]) if row else "unknown"
 
     # -- the loop's work ---------------------------------------------------------------------
     def recover(self) -> None:
         """At start: runs whose process is gone are failed "interrupted"; live ones adopted;
-        what dead runners left (runs of `mlpipe run`s too, containers, scratch) is removed."""
+        what dead runners left (runs of `mlpipe run`s too, containers, scratch) is removed.
+        A run left `starting` (the service stopped while starting it) is adopted when its
+        worker claimed it and lives; failed when its run began; else queued again, its old
+        claim void (a worker still booting with it runs nothing)."""
         reap(self.store)
+        for row in self.db.all("SELECT * FROM queue WHERE state='starting'"):
+            if process_alive(row["pid"], row["pid_start"]):
+                self.db.write("UPDATE queue SET state='running' WHERE id=? AND "
+                              "state='starting'", (row["id"],))
+                continue
+            try:
+                self.store.run(row["id"])
+                began = True
+            except NotFound:
+                began = False
+            if began or row["reason"]:
+                self._ended(row, "was interrupted while starting (the service stopped)")
+            elif row["cancel_requested"]:
+                self.db.write("UPDATE queue SET state='cancelled', reason='cancelled before it "
+                              "started', finished=? WHERE id=?", (time.time(), row["id"]))
+            else:
+                self.db.write("UPDATE queue SET state='queued', started=NULL, pid=NULL, "
+                              "pid_start=NULL WHERE id=? AND state='starting'", (row["id"],))
         for row in self.db.all("SELECT * FROM queue WHERE state='running'"):
             if not process_alive(row["pid"], row["pid_start"]):
                 self._ended(row, "interrupted (the service stopped while it ran)")
@@ -110,29 +134,55 @@ class RunQueue:
                 self._ended(row, _exit_reason(code))
             elif not process_alive(row["pid"], row["pid_start"]):
                 self._ended(row, "its run process is gone")
-        running = self.db.one("SELECT COUNT(*) AS n FROM queue WHERE state='running'")["n"]
+        running = self.db.one("SELECT COUNT(*) AS n FROM queue "
+                              "WHERE state IN ('starting', 'running')")["n"]
         for row in self.db.all("SELECT * FROM queue WHERE state='queued' ORDER BY seq LIMIT ?",
                                (max(0, self.max_concurrent - running),)):
             self._start(row)
 
     def _start(self, row: sqlite3.Row) -> None:
+        """Claim the row (`starting`, stamped with a claim the worker must show), only then
+        start its process, then record the process and `running`. A service that dies in
+        between leaves a `starting` row, which recover() settles; it never starts a second
+        worker for the run (a worker whose claim is stale runs nothing)."""
+        claim = time.time()
+        if not self.db.write("UPDATE queue SET state='starting', started=? "
+                             "WHERE id=? AND state='queued'", (claim, row["id"])):
+            return  # cancelled between the SELECT and now
         self.logs.mkdir(parents=True, exist_ok=True)
         argv = [self.python, "-m", "mlpipe_jupyter.service.worker", "--home",
-                str(self.home.root), "--run-id", row["id"]]
+                str(self.home.root), "--run-id", row["id"], "--claim", repr(claim)]
         if self.executor:
             argv += ["--executor", self.executor]
-        with open(self.logs / f"{row['id']}.log", "ab") as out:
-            # its own session: a Ctrl-C at the service's terminal does not reach the run, and
-            # the run outlives a service that dies (the next one adopts it)
-            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, "MLPIPE_HOME": str(self.home.root)})
+        try:
+            with open(self.logs / f"{row['id']}.log", "ab") as out:
+                # its own session: a Ctrl-C at the service's terminal does not reach the run,
+                # and the run outlives a service that dies (the next one adopts it)
+                child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         env={**os.environ, "MLPIPE_HOME": str(self.home.root)})
+        except OSError as err:
+            self.db.write("UPDATE queue SET state='failed', reason=?, finished=? WHERE id=?",
+                          (f"its run process could not start: {os_error_line(err)}",
+                           time.time(), row["id"]))
+            return
         self.children[row["id"]] = child
-        changed = self.db.write(
-            "UPDATE queue SET state='running', started=?, pid=?, pid_start=? "
-            "WHERE id=? AND state='queued'",
-            (time.time(), child.pid, process_start(child.pid), row["id"]))
-        if not changed:  # cancelled between the SELECT and now
+        with self.db.transaction() as c:
+            changed = c.execute(
+                "UPDATE queue SET state='running', pid=?, pid_start=? "
+                "WHERE id=? AND state='starting'",
+                (child.pid, process_start(child.pid), row["id"])).rowcount
+            fresh = c.execute("SELECT cancel_requested FROM queue WHERE id=?",
+                              (row["id"],)).fetchone()
+        if not changed:  # settled by someone else meanwhile: this process must not run it
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            self.children.pop(row["id"], None)
+        elif fresh["cancel_requested"]:  # cancelled while it was starting: the worker cancels
             child.send_signal(signal.SIGTERM)
 
     def _ended(self, row: sqlite3.Row, why: str) -> None:
@@ -174,6 +224,8 @@ class RunQueue:
         if row["state"] == "running" and process_alive(row["pid"], row["pid_start"]):
             os.kill(row["pid"], signal.SIGTERM)
             return "cancelling"
+        if row["state"] == "starting":  # the loop SIGTERMs its process once it has one
+            return "cancelling"
         return row["state"]
 
     # -- what the API shows ------------------------------------------------------------------
@@ -186,6 +238,7 @@ class RunQueue:
             if row is None:
                 raise
             return _queued_view(row)
+        restamp(run)
         if row is not None:
             run["submitted"] = _iso(row["submitted"])
             if row["state"] == "running" and run["state"] in FINAL:
@@ -194,13 +247,17 @@ class RunQueue:
 
     def views(self, *, pipeline: str | None = None, experiment: str | None = None,
               state: str | None = None, limit: int = 50) -> list[dict]:
-        found = self.store.runs(limit=limit, pipeline=pipeline, experiment=experiment,
-                                state=state)
+        found = [restamp(r) for r in self.store.runs(
+            limit=limit, pipeline=pipeline, experiment=experiment, state=state)]
         known = {r["id"] for r in found}
         sql, args = "SELECT * FROM queue WHERE 1=1", []  # runs not (yet) in the run store
         for column, value in (("pipeline", pipeline), ("experiment", experiment),
                               ("state", state)):
-            if value is not None:
+            if value is None:
+                continue
+            if column == "state" and value == "queued":  # `starting` is shown as queued
+                sql += " AND state IN ('queued', 'starting')"
+            else:
                 sql += f" AND {column}=?"
                 args.append(value)
         waiting = [_queued_view(r) for r in self.db.all(sql + " ORDER BY seq DESC LIMIT ?",
@@ -214,19 +271,19 @@ class RunQueue:
             f"SELECT id FROM queue WHERE schedule_id=? AND state IN {ACTIVE}", (schedule_id,))]
 
 
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
-
-
 def _queued_view(row: sqlite3.Row) -> dict:
-    return {"id": row["id"], "notebook": None, "state": row["state"], "reason": row["reason"],
-            "started": None, "finished": _iso(row["finished"]),
+    return {"id": row["id"], "notebook": None, "state": _shown(row["state"]),
+            "reason": row["reason"], "started": None, "finished": _iso(row["finished"]),
             "params": json.loads(row["params"]), "param_defaults": None, "params_changed": None,
             "executor": None, "pipeline": row["pipeline"], "version": row["version"],
             "experiment": row["experiment"], "source": row["source"], "steps": [],
             "submitted": _iso(row["submitted"])}
+
+
+def _shown(state: str) -> str:
+    """The API's word for a queue state: `starting` (claimed, its process being started) is
+    still `queued` to a client."""
+    return "queued" if state == "starting" else state
 
 
 def _exit_reason(code: int) -> str:

@@ -26,6 +26,7 @@ from ..errors import MlpipeError, NotFound, UsageError
 from .db import ServiceDB
 from .publish import pipeline_version, runnable
 from .queue import RunQueue, enqueue
+from .times import iso
 
 GRACE = 60.0  # a tick this late is still on time (the service polls twice a second)
 MAX_CATCHUP = 100
@@ -82,7 +83,7 @@ def next_tick(expr: str, tz: str, after: float) -> float:
 
 
 def _iso(ts: float | None, tz: str = "UTC") -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, _zone(tz)).isoformat()
+    return iso(ts, _zone(tz))
 
 
 class Scheduler:
