@@ -134,7 +134,13 @@ def artifact_entry(artifacts: Path, digest: str) -> tuple[Path, int | None]:
         return root, None
     data = root / "data"
     if meta.get("kind") in ("file", "directory"):
-        path = data / meta["path"]
+        from .artifacts import ArtifactStore
+        from .errors import NotFound
+
+        try:  # the store checks the recorded path stays inside the artifact
+            path = ArtifactStore(artifacts).data_path(digest)
+        except NotFound:
+            return root, None
     else:
         found = sorted(data.iterdir()) if data.is_dir() else []
         path = found[0] if len(found) == 1 else data

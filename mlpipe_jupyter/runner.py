@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, safefs
 from .artifacts import ArtifactStore
 from .cache import cache_key, key_parts, miss_reasons, short_reason
 from .checks import check_params
@@ -392,7 +391,7 @@ class PipelineRunner:
         workdir = step_dir / "work"
         outputs_dir = step_dir / "out"
         for path in (workdir, outputs_dir):
-            shutil.rmtree(path, ignore_errors=True)
+            safefs.remove_tree(path)
         inputs, files = {}, {}
         for item, digest in self._input_digests(step).items():
             if (damage := self.artifacts.verify(digest)) is not None:
@@ -432,5 +431,5 @@ class PipelineRunner:
                 self._jobs.pop(step.name, None)
         published = self.artifacts.publish_step_outputs(step.name, step.outputs, workdir,
                                                         outputs_dir)
-        shutil.rmtree(outputs_dir, ignore_errors=True)
+        safefs.remove_tree(outputs_dir)
         return published

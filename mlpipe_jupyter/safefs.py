@@ -313,3 +313,17 @@ def dangling_links(published: Path, item: str, *, label: str) -> None:
                 raise Refused(f"{label} holds {what}: `{item.rstrip('/')}/{rel}` -> "
                               f"{os.readlink(path)!r}; a link in an output must lead to a file "
                               "or directory inside it") from None
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory a step could write, whatever it holds: shutil.rmtree follows no link
+    but recurses once per level (a RecursionError on a tree ~1,000 levels deep, which a step
+    can make), so such a tree goes to `rm -rf`, which neither recurses nor follows links."""
+    import shutil
+    import subprocess
+
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+    except RecursionError:
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False,
+                       stdin=subprocess.DEVNULL, capture_output=True)

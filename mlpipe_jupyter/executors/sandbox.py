@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from pathlib import Path
 
 from .. import safefs
@@ -73,7 +72,7 @@ def remove_mount_points(made: list[Path]) -> None:
 def make_box(job: StepJob, user: tuple[int, int], job_text: str) -> Path:
     """A fresh box for stepmain's container, holding its job file, writable by `user`."""
     box = job.output.parent / BOX
-    shutil.rmtree(box, ignore_errors=True)  # a former attempt's: rmtree follows no link
+    safefs.remove_tree(box)  # a former attempt's
     box.mkdir(mode=0o755)
     (box / JOB_FILE).write_text(job_text, encoding="utf-8")
     hand_over([box, box / JOB_FILE], user)
@@ -109,7 +108,7 @@ def collect_box(job: StepJob, owner: tuple[int, int]) -> None:
             if owner != runner_ids():
                 os.chown(target, *owner)
     finally:
-        shutil.rmtree(box, ignore_errors=True)
+        safefs.remove_tree(box)
 
 
 def open_dirs(paths: list[Path]) -> list[int]:

@@ -150,3 +150,26 @@ def test_a_variable_with_an_unknown_serializer_does_not_load(tmp_path):
         store.load(digest)
     with pytest.raises(NotFound, match="is a variable, not a file"):
         store.data_path(digest)
+
+
+RETRIED = """\
+%%step litter --outputs done --retries 1
+import os
+path = 'junk'
+os.mkdir(path)
+for _ in range(1100):  # a tree deeper than shutil.rmtree can recurse
+    path += '/a'
+    os.mkdir(path)
+if os.environ['MLPIPE_ATTEMPT'] == '1':
+    raise RuntimeError('first attempt fails')
+done = True
+"""
+
+
+def test_a_tree_too_deep_for_rmtree_does_not_break_the_retry(notebook_dir):
+    """Each attempt starts from an empty work dir: the runner removes what the last attempt
+    left, however deep (shutil.rmtree raised RecursionError here and the run was cancelled)."""
+    runner, state = run_pipeline(notebook_dir, [RETRIED], "local")
+    step = stored_steps(runner)["litter"]
+    assert (state, step["state"], step["attempt"]) == ("succeeded", "succeeded", 2), step
+    assert runner.artifacts.load(runner.outputs["litter"]["done"]) is True
