@@ -14,7 +14,7 @@ import pytest
 
 from mlpipe_jupyter.artifacts import ArtifactStore
 from mlpipe_jupyter.errors import NotFound
-from mlpipe_jupyter.safefs import MAX_DEPTH
+from mlpipe_jupyter.safefs import MAX_DEPTH, remove_tree
 from tests.hostile.conftest import EXECUTORS, run_pipeline, stored_steps
 
 pytestmark = pytest.mark.docker
@@ -169,7 +169,10 @@ done = True
 def test_a_tree_too_deep_for_rmtree_does_not_break_the_retry(notebook_dir):
     """Each attempt starts from an empty work dir: the runner removes what the last attempt
     left, however deep (shutil.rmtree raised RecursionError here and the run was cancelled)."""
-    runner, state = run_pipeline(notebook_dir, [RETRIED], "local")
-    step = stored_steps(runner)["litter"]
-    assert (state, step["state"], step["attempt"]) == ("succeeded", "succeeded", 2), step
-    assert runner.artifacts.load(runner.outputs["litter"]["done"]) is True
+    try:
+        runner, state = run_pipeline(notebook_dir, [RETRIED], "local")
+        step = stored_steps(runner)["litter"]
+        assert (state, step["state"], step["attempt"]) == ("succeeded", "succeeded", 2), step
+        assert runner.artifacts.load(runner.outputs["litter"]["done"]) is True
+    finally:  # the last attempt's tree, which pytest's own tmp cleanup could not remove
+        remove_tree(notebook_dir / ".mlpipe" / "runs")
