@@ -6,8 +6,10 @@ JupyterLab's `ResponseError` shows)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -19,18 +21,19 @@ from tornado.iostream import StreamClosedError
 from ..errors import MlpipeError
 from .records import MAX_RECORD_SIZE, NOTEBOOK_MIMETYPE, open_record, read_record
 
+T = TypeVar("T")
+
 CHUNK = 1 << 20
-# Record reads block on the file system (a slow or remote disk, a lease another process holds):
-# they run here, never on the event loop, and at most this many at once, so they cannot take
-# the threads jupyter_server's own file operations use.
-_POOL: ThreadPoolExecutor | None = None
+# What may block (a slow or remote disk, a lease another process holds, SQLite waiting for a
+# lock) runs in threads, never on the event loop: a small pool per kind of work (records, the
+# service), so one kind cannot take the threads of another or of jupyter_server's own.
+_POOLS: dict[str, ThreadPoolExecutor] = {}
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlpipe-records")
-    return _POOL
+def _pool(name: str) -> ThreadPoolExecutor:
+    if name not in _POOLS:  # only the event loop's thread calls this
+        _POOLS[name] = ThreadPoolExecutor(max_workers=4, thread_name_prefix=name)
+    return _POOLS[name]
 
 
 def error_body(err: MlpipeError) -> dict:
@@ -42,6 +45,12 @@ class MlpipeHandler(ExtensionHandlerMixin, APIHandler):
     "message", ...fields}, "message", "reason"}`. An MlpipeError gives its `http_status` and
     its fields (`to_dict()`); any other error (tornado's HTTPError: 401, 404, 405, ...) its
     status and one line, never a traceback."""
+
+    pool: ClassVar[str] = "mlpipe"  # the threads off_loop uses (see _pool)
+
+    async def off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` in this handler's threads, never on jupyter_server's event loop."""
+        return await IOLoop.current().run_in_executor(_pool(self.pool), work, *args)
 
     def error_message(self, status: int, exc: BaseException | None) -> str:
         """The line an error that is not an MlpipeError shows (subclasses word their own)."""
@@ -78,9 +87,11 @@ class MlpipeHandler(ExtensionHandlerMixin, APIHandler):
 
 class RecordHandler(MlpipeHandler):
     """GET /mlpipe/api/records/<path>: a run record as a read-only contents model. The file is
-    opened and read in a worker thread, refused (413) unread when it is larger than
+    opened and read in a worker thread (its own pool), refused (413) unread when it is larger than
     `MlpipeServer.max_record_size`, and its bytes are sent as the model's content as they are
     (checked to be JSON first), a chunk at a time, never parsed and serialised again."""
+
+    pool = "mlpipe-records"
 
     auth_resource = "contents"  # reading a record is reading a file under the server's root
 
@@ -92,15 +103,13 @@ class RecordHandler(MlpipeHandler):
     @authorized
     async def get(self, path: str) -> None:
         content = self.get_query_argument("content", "1") not in ("0", "false")
-        loop = IOLoop.current()
-        record = await loop.run_in_executor(_pool(), open_record, self.root_dir, path)
+        record = await self.off_loop(open_record, self.root_dir, path)
         try:
             model = record.model()
             if not content:
                 self.finish(json.dumps(model))
                 return
-            raw = await loop.run_in_executor(_pool(), read_record, record,
-                                             self.max_record_size)
+            raw = await self.off_loop(read_record, record, self.max_record_size)
         finally:
             record.close()
         model.update(format="json", mimetype=NOTEBOOK_MIMETYPE)

@@ -11,13 +11,10 @@ SQLite queries that may wait for a lock) runs in a thread pool, never on the eve
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
-from tornado.ioloop import IOLoop
 
 from ..errors import NotFound, UsageError
 from ..server.handlers import MlpipeHandler
@@ -25,19 +22,10 @@ from . import models as m
 from . import publish as pub
 from .app import PipelineService
 
-T = TypeVar("T")
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlpipe-service")
-    return _POOL
-
 
 class ServiceHandler(MlpipeHandler):
     auth_resource = "mlpipe"
+    pool = "mlpipe-service"  # publishing, SQLite: off the event loop (MlpipeHandler.off_loop)
     query_args: frozenset[str] = frozenset()  # what the route takes; anything else is a 400
 
     async def prepare(self) -> None:  # type: ignore[override]
@@ -70,11 +58,6 @@ class ServiceHandler(MlpipeHandler):
             self.set_header("Allow", ", ".join(
                 m for m in ("GET", "POST", "PATCH", "DELETE")
                 if getattr(type(self), m.lower()) is not web.RequestHandler._unimplemented_method))
-
-    async def off_loop(self, work: Callable[[], T]) -> T:
-        """Run `work` (the file system, SQLite: what may block) in the service's threads,
-        never on jupyter_server's event loop."""
-        return await IOLoop.current().run_in_executor(_pool(), work)
 
     @property
     def service(self) -> PipelineService:
