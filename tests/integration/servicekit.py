@@ -6,19 +6,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mlpipe_jupyter.store import process_alive
-from tests.conftest import MLPIPE, write_notebook
+from tests.conftest import MLPIPE, free_port, write_notebook
 
 T = TypeVar("T")
 
@@ -26,12 +26,6 @@ T = TypeVar("T")
 PIPELINE = ["%%pipeline_params\nalpha = 0.1\nlabel = 'x'\nsleep = 0.0",
             "%%step hello --inputs data.txt --outputs out\nimport time\ntime.sleep(sleep)\n"
             "out = open('data.txt').read()\nprint(f'ALPHA={alpha} LABEL={label}')"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_project(root: Path, name: str = "p.ipynb") -> Path:
@@ -152,4 +146,24 @@ def step_output(root: Path, run_id: str, step: str = "hello") -> str:
     """Everything the step printed, from its executed notebook."""
     nb = json.loads((root / ".mlpipe" / "runs" / run_id / step / "output.ipynb").read_text())
     return "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+
+
+@contextlib.contextmanager
+def serving(base: Path, *, project: bool = True, clean_log: bool = True) -> Iterator[Service]:
+    """`mlpipe serve` on a fresh root under `base` (with make_project's pipeline unless
+    `project` is False), stopped and its run processes killed at the end; with `clean_log`, its
+    log must then hold no traceback."""
+    root = base / "root"
+    if project:
+        make_project(root)
+    else:
+        root.mkdir()
+    server = Service(root, secrets.token_hex(16), base / "serve.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+        kill_run_processes(root)
+    if clean_log:
+        assert "Traceback" not in server.log.read_text(), server.log.read_text()[-3000:]
 

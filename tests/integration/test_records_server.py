@@ -12,14 +12,11 @@ import fcntl
 import hashlib
 import json
 import os
-import secrets
 import signal
 import socket
 import sqlite3
 import stat
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -32,16 +29,11 @@ from pathlib import Path
 import pytest
 
 from mlpipe_jupyter.store import RunStore
+from tests.conftest import jupyter_server
 
 CAP = 2 * 1024 * 1024  # the server's MlpipeServer.max_record_size in these tests
 NB = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 API = "/mlpipe/api/records/"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for(what: str, condition, timeout: float = 30.0):
@@ -80,36 +72,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("records-server")
     root = base / "root"
     root.mkdir()
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(base / "config"),
-           "JUPYTER_DATA_DIR": str(base / "data")}
-    env.pop("JUPYTER_PATH", None)
-    log = base / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1",
-             f"--port={port}", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={root}", "--allow-root",
-             f"--MlpipeServer.max_record_size={CAP}"],
-            env=env, cwd=base, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.3)
-        yield Server(url, token, root, log)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    with jupyter_server(base, root, f"--MlpipeServer.max_record_size={CAP}") as running:
+        yield Server(running.url, running.token, root, running.log)
+    log = running.log
     assert "mlpipe_jupyter | extension was successfully loaded" in log.read_text()
 
 
@@ -395,10 +360,8 @@ def test_only_regular_files_are_served(server):
         _not_found(server, "kinds/.mlpipe/runs/sock/s/output.ipynb", "is a socket")
     device = home / "runs" / "dev" / "s" / "output.ipynb"
     device.parent.mkdir(parents=True)
-    try:
-        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # like /dev/null
-    except PermissionError:
-        pytest.skip("mknod needs root")
+    # like /dev/null; needs root, as `make test` is (it installs Docker): never skipped
+    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
     _not_found(server, "kinds/.mlpipe/runs/dev/s/output.ipynb", "is a device")
 
 

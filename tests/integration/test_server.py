@@ -4,13 +4,6 @@ package's config (nothing enabled by hand), authenticated, serving run records a
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,13 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, write_notebook
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import jupyter_server, run_cli, write_notebook
 
 
 class Server:
@@ -47,35 +34,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("server")
     root = base / "root"
     root.mkdir()
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(base / "config"),
-           "JUPYTER_DATA_DIR": str(base / "data"), "MLPIPE_EXECUTOR": "local"}
-    env.pop("JUPYTER_PATH", None)
-    log = base / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1",
-             f"--port={port}", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={root}", "--allow-root"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.3)
-        yield Server(url, token, root)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    with jupyter_server(base, root, env={"MLPIPE_EXECUTOR": "local"}) as running:
+        yield Server(running.url, running.token, root)
+    log = running.log
     assert "mlpipe_jupyter | extension was successfully loaded" in log.read_text()
 
 

@@ -19,9 +19,9 @@ from tests.conftest import write_notebook
 from tests.integration.servicekit import (
     PIPELINE,
     Service,
-    kill_run_processes,
     make_project,
     run_processes,
+    serving,
     step_output,
     wait_for,
 )
@@ -29,16 +29,8 @@ from tests.integration.servicekit import (
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    base = tmp_path_factory.mktemp("service")
-    root = base / "root"
-    make_project(root)
-    server = Service(root, secrets.token_hex(16), base / "serve.log")
-    try:
+    with serving(tmp_path_factory.mktemp("service")) as server:
         yield server
-    finally:
-        server.stop()
-        kill_run_processes(root)
-    assert "Traceback" not in server.log.read_text(), server.log.read_text()[-3000:]
 
 
 def published(service: Service, name: str) -> None:

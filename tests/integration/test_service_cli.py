@@ -9,21 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import run_cli
-from tests.integration.servicekit import Service, free_port, kill_run_processes, make_project
+from tests.conftest import free_port, run_cli
+from tests.integration.servicekit import Service, make_project, serving
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    base = tmp_path_factory.mktemp("service-cli")
-    root = base / "root"
-    make_project(root)
-    server = Service(root, secrets.token_hex(16), base / "serve.log")
-    try:
+    with serving(tmp_path_factory.mktemp("service-cli"), clean_log=False) as server:
         yield server
-    finally:
-        server.stop()
-        kill_run_processes(root)
 
 
 def mlpipe(service: Service, *args: str, token: str | None = ""):

@@ -12,21 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.servicekit import Service, kill_run_processes, make_project, wait_for
+from tests.integration.servicekit import Service, make_project, serving, wait_for
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    base = tmp_path_factory.mktemp("inputs")
-    root = base / "root"
-    root.mkdir()
-    server = Service(root, secrets.token_hex(16), base / "serve.log")
-    try:
+    with serving(tmp_path_factory.mktemp("inputs"), project=False) as server:
         yield server
-    finally:
-        server.stop()
-        kill_run_processes(root)
-    assert "Traceback" not in server.log.read_text(), server.log.read_text()[-3000:]
 
 
 def _published_bytes(root: Path) -> bytes:

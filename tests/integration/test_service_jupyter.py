@@ -4,79 +4,52 @@ enabled by the package's own config), publishing and running with Jupyter's toke
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 
-from tests.integration.servicekit import free_port, kill_run_processes, make_project, wait_for
+from tests.conftest import jupyter_server
+from tests.integration.servicekit import kill_run_processes, make_project, wait_for
 
 
 def test_publish_and_run_through_jupyter_server_with_its_token(tmp_path):
     root = tmp_path / "root"
     make_project(root)
-    port, token = free_port(), secrets.token_hex(16)
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
-           "JUPYTER_DATA_DIR": str(tmp_path / "data"), "MLPIPE_EXECUTOR": "local"}
-    env.pop("JUPYTER_PATH", None)
-    env.pop("MLPIPE_HOME", None)
-    log = tmp_path / "server.log"
-
-    def call(method: str, path: str, body=None, auth: str | None = token):
-        headers = {"Content-Type": "application/json"}
-        if auth is not None:
-            headers["Authorization"] = f"token {auth}"
-        request = urllib.request.Request(f"{url}/mlpipe/api/{path}", method=method,
-                                         headers=headers,
-                                         data=None if body is None else json.dumps(body).encode())
-        try:
-            with urllib.request.urlopen(request, timeout=30) as reply:
-                return reply.status, json.load(reply)
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read() or b"{}")
-
-    def ready() -> bool:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5):
-                return True
-        except OSError:
-            return False
-
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1",
-             f"--port={port}", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={root}", "--allow-root",
-             "--PipelineService.max_concurrent_runs=1"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    served = jupyter_server(tmp_path, root, "--PipelineService.max_concurrent_runs=1",
+                            env={"MLPIPE_EXECUTOR": "local", "MLPIPE_HOME": None})
     try:
-        wait_for(ready, timeout=90, what="jupyter server", every=0.2)
-        status, body = call("POST", "pipelines", {"notebook": "p.ipynb", "name": "in-jupyter"})
-        assert status == 201, body
-        assert body["version"] == 1 and body["parameters"]["alpha"] == 0.1
-        assert call("GET", "pipelines", auth=None)[0] == 401
-        assert call("GET", "pipelines", auth="wrong")[0] == 403
-        status, reply = call("POST", "pipelines/in-jupyter/runs",
-                             {"ParameterAssignments": {"label": "jupyter"}})
-        assert status == 202, reply
-        run = wait_for(lambda: (r := call("GET", f"runs/{reply['Id']}")[1])["state"]
-                       in ("succeeded", "failed", "cancelled") and r, timeout=120,
-                       what="the run")
-        assert run["state"] == "succeeded" and run["source"] == "rest", run
-        assert (root / ".mlpipe" / "service.db").is_file()
+        with served as running:
+            url, token = running.url, running.token
+
+            def call(method: str, path: str, body=None, auth: str | None = token):
+                headers = {"Content-Type": "application/json"}
+                if auth is not None:
+                    headers["Authorization"] = f"token {auth}"
+                request = urllib.request.Request(
+                    f"{url}/mlpipe/api/{path}", method=method, headers=headers,
+                    data=None if body is None else json.dumps(body).encode())
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as reply:
+                        return reply.status, json.load(reply)
+                except urllib.error.HTTPError as err:
+                    return err.code, json.loads(err.read() or b"{}")
+
+            status, body = call("POST", "pipelines", {"notebook": "p.ipynb",
+                                                      "name": "in-jupyter"})
+            assert status == 201, body
+            assert body["version"] == 1 and body["parameters"]["alpha"] == 0.1
+            assert call("GET", "pipelines", auth=None)[0] == 401
+            assert call("GET", "pipelines", auth="wrong")[0] == 403
+            status, reply = call("POST", "pipelines/in-jupyter/runs",
+                                 {"ParameterAssignments": {"label": "jupyter"}})
+            assert status == 202, reply
+            run = wait_for(lambda: (r := call("GET", f"runs/{reply['Id']}")[1])["state"]
+                           in ("succeeded", "failed", "cancelled") and r, timeout=120,
+                           what="the run")
+            assert run["state"] == "succeeded" and run["source"] == "rest", run
+            assert (root / ".mlpipe" / "service.db").is_file()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
         kill_run_processes(root)
-    text = log.read_text()
+    text = running.log.read_text()
     assert "mlpipe_jupyter | extension was successfully loaded" in text
     assert "max_concurrent_runs=1," in text  # its traitlet, configured on the command line
     assert "Traceback" not in text, text[-3000:]

@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -47,12 +48,6 @@ class Lab:
         """The notebook in a workspace of its own: JupyterLab restores a workspace's open
         documents, so tests sharing the default one would see each other's notebooks."""
         return f"{self.url}/lab/workspaces/{workspace}/tree/{path}?token={self.token}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _lab_settings(config_dir: Path) -> None:
@@ -84,7 +79,7 @@ def _jupyter_lab(base: Path, *extra: str, lab_extension: bool = True,
         (config_dir / "labconfig").mkdir(parents=True)
         (config_dir / "labconfig" / "page_config.json").write_text(
             json.dumps({"disabledExtensions": {"mlpipe-jupyter": True}}))
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir),
            "JUPYTER_DATA_DIR": str(data_dir), "MLPIPE_EXECUTOR": "local",
            "MLPIPE_MAX_PARALLEL": "2"}
