@@ -49,6 +49,17 @@ def base_env() -> dict[str, str]:
     return env
 
 
+def variant_envs(env_items: list[str], variant_items: list[str]) -> dict[str, dict[str, str]]:
+    """The environments to compare, from `--env K=V ...` and `--variant LABEL=DIR ...`: the
+    current code, and each LABEL with DIR (another checkout's source) first on PYTHONPATH."""
+    env = {**base_env(), **dict(e.split("=", 1) for e in env_items)}
+    variants = {"current": env}
+    for text in variant_items:
+        label, _, where = text.partition("=")
+        variants[label] = {**env, "PYTHONPATH": str(Path(where).resolve())}
+    return variants
+
+
 def _peak_rss_mb(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as fh:

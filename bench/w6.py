@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import workloads as wl  # noqa: E402
-from tools import PROJECT_BIN, base_env, loadavg  # noqa: E402
+from tools import PROJECT_BIN, loadavg, variant_envs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TARGET_MS = 20.0
@@ -67,11 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="kill a run still going after this many seconds (counted as failed)")
     p.add_argument("--json", help="also write the samples and medians here")
     args = p.parse_args(argv)
-    env = {**base_env(), **dict(e.split("=", 1) for e in args.env)}
-    variants = {"current": env}
-    for text in args.variant:
-        label, _, where = text.partition("=")
-        variants[label] = {**env, "PYTHONPATH": str(Path(where).resolve())}
+    variants = variant_envs(args.env, args.variant)
     samples: dict[str, list[dict]] = {label: [] for label in variants}
     with tempfile.TemporaryDirectory(prefix="mlpipe-w6-") as tmp:
         where = Path(tmp)
