@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sleep", type=float, default=2.0)
     args = parser.parse_args(argv)
 
-    from mlpipe_jupyter.config import load_config
     from mlpipe_jupyter.executors.daemon import connect
-    from mlpipe_jupyter.images import ensure_runtime_image, resolve_base
+    from mlpipe_jupyter.executors.images import ensure_runtime_image, resolve_base
+    from mlpipe_jupyter.ui.config import load_config
 
     client = connect()
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731

@@ -62,7 +62,7 @@ def probe(env: dict[str, str], where: Path) -> str:
                             capture_output=True, text=True, timeout=120)
     digest = json.loads(listed.stdout)[0]["steps"][0]["outputs"]["parent"]
     parent = json.loads((where / ".mlpipe/artifacts" / digest / "data/value.json").read_text())
-    if "mlpipe_jupyter.kernelzygote" not in parent:
+    if "mlpipe_jupyter.kernels.zygote" not in parent:
         return f"not forked (parent: {' '.join(parent[:3])} ...)"
     flags = parent[1:parent.index("-m")]
     return f"forked from the zygote{' with ' + ' '.join(flags) if flags else ''}"

@@ -14,8 +14,8 @@ import time
 
 
 def mlpipe(path: str) -> int:
-    from mlpipe_jupyter.dag import build_dag, topo_order
-    from mlpipe_jupyter.notebook import read_pipeline
+    from mlpipe_jupyter.model.dag import build_dag, topo_order
+    from mlpipe_jupyter.model.notebook import read_pipeline
 
     spec = read_pipeline(path)
     return len(topo_order(build_dag(spec)))

@@ -26,6 +26,6 @@ def dump(path: str) -> None:
 if __name__ == "__main__":
     atexit.register(dump, sys.argv[1])
     sys.argv = ["mlpipe", *sys.argv[2:]]
-    from mlpipe_jupyter.cli import main
+    from mlpipe_jupyter.ui.cli import main
 
     main()

@@ -48,8 +48,8 @@ def descendants() -> list[str]:
 
 
 def one_run(notebook: Path, max_parallel: int, limit: float | None) -> dict:
-    from mlpipe_jupyter.notebook import read_pipeline
-    from mlpipe_jupyter.runner import PipelineRunner, RunOptions
+    from mlpipe_jupyter.model.notebook import read_pipeline
+    from mlpipe_jupyter.run.runner import PipelineRunner, RunOptions
 
     spec = read_pipeline(notebook)
     runner = PipelineRunner(spec, notebook=str(notebook), base_dir=notebook.parent,

@@ -56,8 +56,9 @@ def wrap(owner, name: str, label: str, detail=None) -> None:
 
 
 def install() -> None:
-    from mlpipe_jupyter import kernelpool, stepengine
     from mlpipe_jupyter.executors import base
+    from mlpipe_jupyter.kernels import pool as kernelpool
+    from mlpipe_jupyter.step import engine as stepengine
 
     run = base.Executor.run
 
@@ -79,7 +80,7 @@ def install() -> None:
 
     wrap(kernelpool.KernelPool, "_stop", "kernel-stop", lambda self, k, **kw: kname(k))
     wrap(kernelpool.KernelPool, "shutdown", "pool-shutdown")
-    from mlpipe_jupyter import runner
+    from mlpipe_jupyter.run import runner
 
     wrap(runner.PipelineRunner, "_finish", "run-finish")
     wrap(kernelpool.KernelPool, "request", "pool-request")
@@ -130,7 +131,7 @@ if __name__ == "__main__":
     sys.argv = ["mlpipe", *sys.argv[2:]]
     # papermill and nbclient are imported lazily by the package; import their classes only
     # after the package's own guarded import (stepengine.import_papermill) has run
-    from mlpipe_jupyter import stepengine
+    from mlpipe_jupyter.step import engine as stepengine
 
     install()
     guarded = stepengine.import_papermill
@@ -158,6 +159,6 @@ if __name__ == "__main__":
 
     local.import_papermill = import_then_instrument
     atexit.register(dump, out)
-    from mlpipe_jupyter.cli import main
+    from mlpipe_jupyter.ui.cli import main
 
     main()

@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                     cmd = [str(PROJECT_BIN / "python"), str(HERE / "trace.py"), str(trace),
                            *mlpipe[1:]]
                 else:
-                    cmd = [str(PROJECT_BIN / "python"), "-m", "mlpipe_jupyter.cli", *mlpipe[1:]]
+                    cmd = [str(PROJECT_BIN / "python"), "-m", "mlpipe_jupyter.ui.cli", *mlpipe[1:]]
                 s = run_once(cmd, d, venv)
                 if not s["ok"]:
                     print(s["stderr"])

@@ -9,13 +9,13 @@ __version__ = "0.1.0"
 def load_ipython_extension(ipython) -> None:
     """`%load_ext mlpipe_jupyter`: register %%step, %%pipeline_params, %%pipeline_setup,
     %pipeline."""
-    from .magics import PipelineMagics
+    from .ui.magics import PipelineMagics
 
     ipython.register_magics(PipelineMagics(ipython))
 
 
 def unload_ipython_extension(ipython) -> None:
-    from .magics import PipelineMagics
+    from .ui.magics import PipelineMagics
 
     PipelineMagics.unregister(ipython)
 

@@ -1,4 +1,13 @@
-"""Where a pipeline's state lives: `.mlpipe/` next to the notebook, or $MLPIPE_HOME."""
+"""Where a pipeline's state lives, and the one owner of its on-disk layout:
+
+    <home>/                      `.mlpipe/` next to the notebook, or $MLPIPE_HOME
+      mlpipe.db                  run history (run/store.py)
+      artifacts/<sha256>/        immutable artifacts; artifacts/.staging/<run>/ while publishing
+      runs/<run>/<step>/         step.ipynb, output.ipynb, log.txt, work/, out/
+      latest/<notebook stem>     the file outputs of that notebook's last successful run
+
+No other module writes these names: they ask Home (or a StepFiles) for the path.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,39 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+STEP_NOTEBOOK, OUTPUT_NOTEBOOK, LOG_FILE = "step.ipynb", "output.ipynb", "log.txt"
+
+
+@dataclass(frozen=True)
+class StepFiles:
+    """One step's directory in one run: `runs/<run>/<step>/`."""
+
+    dir: Path
+
+    @property
+    def notebook(self) -> Path:
+        """The step notebook as written before it ran (papermill's input)."""
+        return self.dir / STEP_NOTEBOOK
+
+    @property
+    def output(self) -> Path:
+        """The executed notebook (papermill's output)."""
+        return self.dir / OUTPUT_NOTEBOOK
+
+    @property
+    def log(self) -> Path:
+        return self.dir / LOG_FILE
+
+    @property
+    def work(self) -> Path:
+        """The step's working directory: its file inputs are copied in, its code runs here."""
+        return self.dir / "work"
+
+    @property
+    def out(self) -> Path:
+        """Where the step's runtime saves its variable outputs before they are published."""
+        return self.dir / "out"
 
 
 @dataclass(frozen=True)
@@ -25,12 +67,22 @@ class Home:
     def artifacts(self) -> Path:
         return self.root / "artifacts"
 
+    def staging(self, run_id: str) -> Path:
+        """Where a run's artifacts are assembled before they are renamed into place."""
+        return self.artifacts / ".staging" / run_id
+
     @property
     def runs(self) -> Path:
         return self.root / "runs"
 
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs / run_id
+
     def step_dir(self, run_id: str, step: str) -> Path:
         return self.runs / run_id / step
+
+    def step_files(self, run_id: str, step: str) -> StepFiles:
+        return StepFiles(self.step_dir(run_id, step))
 
     def latest(self, pipeline: str) -> Path:
         """`latest/<notebook stem>`: the file outputs of that notebook's last successful run

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExecutorError, MlpipeError, UsageError
-from ..spec import PipelineSpec
+from ..model.spec import PipelineSpec
 from .base import Executor, StepJob
 
 BUILTIN = {

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import Cancelled, ExecutorError, MlpipeError, StepFailed, StepTimeout
-from ..spec import PipelineSpec, StepSpec
-from ..stepbook import IO_PARAM, failure_from_notebook
+from ..model.spec import PipelineSpec, StepSpec
+from ..run.stepbook import IO_PARAM, failure_from_notebook
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Executor(ABC):
     def environment(self, step: StepSpec) -> str:
         """What else a step's result depends on besides its code and inputs: the local Python
         environment here, the image digest for containers. Part of the step's cache key."""
-        from ..fingerprint import local_environment
+        from ..run.fingerprint import local_environment
 
         return local_environment()
 

@@ -1,9 +1,9 @@
 """What a step's container looks like, and how containers are found again. Pure except for
 `collect_garbage`, which is handed a docker client.
 
-A step's container runs the step's kernel (`python -m mlpipe_jupyter.stepkernel`, driven from
-the runner over sockets in /mlpipe/kernel: kernelbridge.py) or, where the runner cannot reach
-such sockets, papermill and the kernel (`python -m mlpipe_jupyter.stepmain`), with:
+A step's container runs the step's kernel (`python -m mlpipe_jupyter.kernels.stepkernel`,
+driven from the runner over sockets in /mlpipe/kernel: kernelbridge.py) or, where the runner
+cannot reach such sockets, papermill and the kernel (`python -m mlpipe_jupyter.step.main`), with:
 
     /mlpipe/work            the step's working directory (rw, the cwd)
     /mlpipe/work/<path>     each file input, read-only
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..stepargs import parse_memory
+from ..model.options import parse_memory
 from .base import StepJob
 
 WORK, INPUTS, OUTPUTS, STEP = "/mlpipe/work", "/mlpipe/inputs", "/mlpipe/outputs", "/mlpipe/step"
@@ -113,8 +113,8 @@ def parse_user(value: Any = None) -> tuple[int, int]:
 
 def owner_label() -> str:
     """host:pid:start-time:boot-id of this process: tells whether a runner is alive."""
-    from ..store import process_start
-    from ..storecheck import boot_id
+    from ..run.store import process_start
+    from ..run.storecheck import boot_id
 
     pid = os.getpid()
     return f"{socket.gethostname()}:{pid}:{process_start(pid) or ''}:{boot_id()}"
@@ -124,8 +124,8 @@ def owner_alive(label: str | None) -> bool | None:
     """True/False for a runner on this host; None when it cannot be told (other host). A
     runner of an earlier boot is dead whatever its pid is now (labels before the boot id was
     added have none: judged by pid and start time)."""
-    from ..store import process_alive
-    from ..storecheck import boot_id
+    from ..run.store import process_alive
+    from ..run.storecheck import boot_id
 
     host, _, rest = (label or "").partition(":")
     pid, _, rest = rest.partition(":")
@@ -155,12 +155,12 @@ def container_kwargs(job: StepJob, *, image: str, user: tuple[int, int], network
     step = job.step
     mounts = [_bind(job.workdir, WORK, False), _bind(job.outputs_dir, OUTPUTS, False)]
     if kernel is not None:
-        from ..stepkernel import KERNEL_ARGS
+        from ..kernels.stepkernel import KERNEL_ARGS
 
         mounts.append(_bind(kernel[0], KERNEL, False))
-        command = [PYTHON, "-m", "mlpipe_jupyter.stepkernel", "-f", kernel[1], *KERNEL_ARGS]
+        command = [PYTHON, "-m", "mlpipe_jupyter.kernels.stepkernel", "-f", kernel[1], *KERNEL_ARGS]
     else:
-        command = [PYTHON, "-m", "mlpipe_jupyter.stepmain", f"{STEP}/{JOB_FILE}"]
+        command = [PYTHON, "-m", "mlpipe_jupyter.step.main", f"{STEP}/{JOB_FILE}"]
         mounts += [_bind(job.output.parent / BOX, STEP, False),
                    _bind(job.notebook, NOTEBOOK, True)]
     mounts += [_bind(path, f"{INPUTS}/{name}", True) for name, path in sorted(job.inputs.items())]

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExecutorError, MlpipeError, StepFailed, UsageError
-from ..spec import PipelineSpec, StepSpec
-from ..stepargs import NETWORKS
-from ..stepbook import failure_from_notebook
+from ..model.options import NETWORKS
+from ..model.spec import PipelineSpec, StepSpec
+from ..run.stepbook import failure_from_notebook
 from . import kernelbridge, sandbox
 from .base import Executor, StepJob
 from .containers import (
@@ -123,8 +123,8 @@ class DockerExecutor(Executor):
         self._base_for(base_dir, log=lambda line: None)
 
     def _base_for(self, base_dir: Path, *, log) -> str:
-        from .. import images
-        from ..config import load_config
+        from ..ui.config import load_config
+        from . import images
 
         if self._base is None:
             config = load_config(base_dir)
@@ -147,7 +147,7 @@ class DockerExecutor(Executor):
                 f"docker executor: {type(exc).__name__}: {exc}", cause="docker") from exc
 
     def start_run(self, *, spec: PipelineSpec, base_dir: Path, run_id: str, log) -> None:
-        from .. import images
+        from . import images
 
         base = self._base_for(Path(base_dir), log=log)
         self._images = self._docker(lambda: images.pipeline_images(
@@ -220,8 +220,8 @@ class DockerExecutor(Executor):
         """Papermill here, the kernel in the container (kernelbridge.py)."""
         from jupyter_core.utils import run_sync
 
-        from ..stepengine import import_papermill, run_step_notebook
-        from ..stepkernel import exit_kernel
+        from ..kernels.stepkernel import exit_kernel
+        from ..step.engine import import_papermill, run_step_notebook
 
         files = kernelbridge.kernel_files(self.run_as)
         self._kernel_files[id(job)] = files
@@ -323,7 +323,7 @@ class DockerExecutor(Executor):
     def _follow(self, container, job: StepJob) -> list[str]:
         """Stream the container's output into the step's log and progress, live; return the
         last lines (for an error message)."""
-        from ..stepmain import parse_progress
+        from ..step.main import parse_progress
 
         tail: deque[str] = deque(maxlen=20)
         splitter = LineSplitter()

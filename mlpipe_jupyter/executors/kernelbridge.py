@@ -1,6 +1,6 @@
 """A step's kernel in its container, driven from the runner's process.
 
-The container runs nothing but the step's kernel (`python -m mlpipe_jupyter.stepkernel`);
+The container runs nothing but the step's kernel (`python -m mlpipe_jupyter.kernels.stepkernel`);
 papermill runs in the runner, as for the local executor, and talks to the kernel over ZMQ `ipc`
 sockets in a small directory mounted into the container. A container then spends no CPU on
 importing papermill and jupyter_client (about half of a container's 0.72 CPU-s, measured with
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..scratch import scratch_dir
+from ..kernels.scratch import scratch_dir
 from .containers import KERNEL
 
 CONNECTION_FILE = "kernel.json"

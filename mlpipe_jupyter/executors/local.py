@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..stepengine import import_papermill, run_step_notebook
+from ..step.engine import import_papermill, run_step_notebook
 from .base import Executor, StepJob
 
 
@@ -59,7 +59,7 @@ class LocalExecutor(Executor):
         """The run's pool, started with the first step that executes (a fully reused run
         starts no kernel at all). Created under the lock, so the other step threads wait here
         while it imports jupyter_client instead of importing it concurrently."""
-        from ..kernelpool import KernelPool, PoolClosed
+        from ..kernels.pool import KernelPool, PoolClosed
 
         with self._pool_lock:
             if self._closed:

@@ -21,11 +21,11 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..checks import check_params
 from ..errors import NotFound, UsageError
 from ..home import Home
+from ..model.checks import check_params
+from ..run.storecheck import os_error_line
 from ..safefs import Refused, copy_out, links_out_of, open_beneath
-from ..storecheck import os_error_line
 from .db import ServiceDB
 from .errors import BadParameters, Conflict
 from .times import iso as _iso
@@ -129,8 +129,8 @@ def _digest_tree(h: Any, path: Path, label: str) -> None:
 def publish(db: ServiceDB, home: Home, root: Path, notebook: str, name: str,
             description: str | None = None) -> tuple[dict, bool]:
     """Snapshot `notebook` as pipeline `name`: (its version, True when a new one was made)."""
-    from ..dag import build_dag
-    from ..notebook import load_cells, read_pipeline
+    from ..model.dag import build_dag
+    from ..model.notebook import load_cells, read_pipeline
 
     check_name(name)
     path = notebook_under(root, notebook)

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFound
-from ..events import FINAL
 from ..home import Home
-from ..reaper import reap
-from ..runner import new_run_id
-from ..store import RunStore, process_alive, process_start
-from ..storecheck import os_error_line
+from ..run.events import FINAL
+from ..run.reaper import reap
+from ..run.runner import new_run_id
+from ..run.store import RunStore, process_alive, process_start
+from ..run.storecheck import os_error_line
 from .db import ACTIVE, ServiceDB
 from .errors import Conflict
 from .times import iso as _iso

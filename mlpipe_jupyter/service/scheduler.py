@@ -115,7 +115,7 @@ class Scheduler:
         _pipeline_row(self.db, pipeline)
         runnable_params = pipeline_version(self.db, pipeline, version)["parameters"]
         if params:
-            from ..checks import check_params
+            from ..model.checks import check_params
 
             bad = [k for k in params if k not in runnable_params]
             if bad:

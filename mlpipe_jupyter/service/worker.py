@@ -58,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, cancel: _Cancel) -> int:
-    from ..config import load_config
     from ..errors import MlpipeError
     from ..home import Home
-    from ..notebook import read_pipeline
-    from ..runner import PipelineRunner, RunOptions
-    from ..store import process_start
+    from ..model.notebook import read_pipeline
+    from ..run.runner import PipelineRunner, RunOptions
+    from ..run.store import process_start
+    from ..ui.config import load_config
     from .db import ServiceDB
     from .publish import snapshot_notebook
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from mlpipe_jupyter.executors.docker import DockerExecutor, connect
-from mlpipe_jupyter.notebook import read_pipeline
-from mlpipe_jupyter.runner import PipelineRunner, RunOptions
-from mlpipe_jupyter.store import RunStore
+from mlpipe_jupyter.model.notebook import read_pipeline
+from mlpipe_jupyter.run.runner import PipelineRunner, RunOptions
+from mlpipe_jupyter.run.store import RunStore
 from tests.conftest import write_notebook
 
 EXECUTORS = pytest.mark.parametrize("executor", ["docker", "local"])

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mlpipe_jupyter.artifacts import ArtifactStore
 from mlpipe_jupyter.errors import NotFound
+from mlpipe_jupyter.run.artifacts import ArtifactStore
 from mlpipe_jupyter.safefs import MAX_DEPTH, remove_tree
 from tests.hostile.conftest import EXECUTORS, run_pipeline, stored_steps
 
@@ -81,7 +81,7 @@ import os
 import shutil
 from pathlib import Path
 import types
-import mlpipe_jupyter.runtime as real
+import mlpipe_jupyter.step.runtime as real
 
 
 def save_outputs(io, namespace, variables, files):

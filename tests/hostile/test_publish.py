@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mlpipe_jupyter.artifacts import ArtifactStore
 from mlpipe_jupyter.executors.sandbox import open_dirs, settle
+from mlpipe_jupyter.run.artifacts import ArtifactStore
 from mlpipe_jupyter.safefs import Refused
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mlpipe_jupyter.store import process_alive
+from mlpipe_jupyter.run.store import process_alive
 from tests.conftest import MLPIPE, free_port, write_notebook
 
 T = TypeVar("T")

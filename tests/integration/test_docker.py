@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from mlpipe_jupyter.events import RunListener
 from mlpipe_jupyter.executors.containers import owner_label
 from mlpipe_jupyter.executors.docker import DockerExecutor, connect
-from mlpipe_jupyter.notebook import read_pipeline
-from mlpipe_jupyter.runner import PipelineRunner, RunOptions
-from mlpipe_jupyter.store import RunStore
+from mlpipe_jupyter.model.notebook import read_pipeline
+from mlpipe_jupyter.run.events import RunListener
+from mlpipe_jupyter.run.runner import PipelineRunner, RunOptions
+from mlpipe_jupyter.run.store import RunStore
 from tests.conftest import BASE_IMAGE, MLPIPE, NOTEBOOKS, run_cli, write_notebook
 
 pytestmark = pytest.mark.docker
@@ -336,7 +336,7 @@ def test_the_container_runs_only_the_kernel_driven_from_the_runner(notebook_dir,
     assert len(procs) == 2, procs
     init, kernel = sorted(procs, key=lambda p: not p.startswith("/sbin/docker-init -- "))
     assert init.startswith("/sbin/docker-init -- "), procs
-    assert kernel.startswith("/opt/mlpipe/bin/python -m mlpipe_jupyter.stepkernel -f "
+    assert kernel.startswith("/opt/mlpipe/bin/python -m mlpipe_jupyter.kernels.stepkernel -f "
                              "/mlpipe/kernel/kernel.json"), procs
     assert not any("papermill" in p or "stepmain" in p for p in procs), procs
     # the executed notebook was written by the runner, the kernel's own output kept apart
@@ -497,7 +497,7 @@ def test_gc_removes_containers_of_a_killed_runner_only(notebook_dir, client):
 def test_gc_images_lists_runtime_images_of_other_mlpipe_files_only(notebook_dir, client):
     import io
 
-    from mlpipe_jupyter.images import (
+    from mlpipe_jupyter.executors.images import (
         PACKAGE_LABEL,
         RUNTIME_LABEL,
         package_digest,

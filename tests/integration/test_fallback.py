@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mlpipe_jupyter import images
+from mlpipe_jupyter.executors import images
 from mlpipe_jupyter.executors.docker import DockerExecutor, connect
-from mlpipe_jupyter.notebook import read_pipeline
-from mlpipe_jupyter.runner import PipelineRunner
+from mlpipe_jupyter.model.notebook import read_pipeline
+from mlpipe_jupyter.run.runner import PipelineRunner
 from tests.conftest import NOTEBOOKS, run_cli, write_notebook
 
 MISSING = "mlpipe-test-no-such-base:0"

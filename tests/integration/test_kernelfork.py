@@ -17,9 +17,9 @@ from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec
 
-from mlpipe_jupyter.kernelfork import ForkedProcess, ForkProvisioner, Zygote, use_zygote
-from mlpipe_jupyter.kernelpool import KernelPool, connect
-from mlpipe_jupyter.stepkernel import kernel_manager_class
+from mlpipe_jupyter.kernels.fork import ForkedProcess, ForkProvisioner, Zygote, use_zygote
+from mlpipe_jupyter.kernels.pool import KernelPool, connect
+from mlpipe_jupyter.kernels.stepkernel import kernel_manager_class
 from tests.integration.test_kernelpool import wait_gone
 from tests.integration.test_perf_kernels import run_code
 
@@ -84,7 +84,7 @@ def test_a_forked_kernel_is_the_kernel_a_new_interpreter_would_be(tmp_path):
             assert seen["pgid"] and not seen["debugpy"]
             # nothing imported that a kernel started the usual way would not have (stepkernel
             # is that kernel's __main__)
-            assert set(seen["modules"]) - plain_modules == {"mlpipe_jupyter.stepkernel"}
+            assert set(seen["modules"]) - plain_modules == {"mlpipe_jupyter.kernels.stepkernel"}
         assert seen_a["random"] != seen_b["random"]  # each its own seed (CPython reseeds)
         pid_a = a.process.pid
         pool.release(a)
@@ -101,7 +101,7 @@ def test_a_killed_runner_leaves_no_zygote_and_no_kernel(tmp_path):
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from mlpipe_jupyter.kernelpool import KernelPool\n"
+        "from mlpipe_jupyter.kernels.pool import KernelPool\n"
         "pool = KernelPool(size=1, expected=3)\n"
         "k = pool.acquire(Path(sys.argv[1]), {})\n"
         "deadline = time.monotonic() + 30\n"

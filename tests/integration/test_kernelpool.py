@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from mlpipe_jupyter.kernelpool import KernelPool, PoolClosed
-from mlpipe_jupyter.notebook import read_pipeline
-from mlpipe_jupyter.runner import PipelineRunner, RunOptions
+from mlpipe_jupyter.kernels.pool import KernelPool, PoolClosed
+from mlpipe_jupyter.model.notebook import read_pipeline
+from mlpipe_jupyter.run.runner import PipelineRunner, RunOptions
 from tests.conftest import run_cli, write_notebook
 
 
@@ -167,11 +167,11 @@ def test_a_fully_reused_run_starts_no_kernel(tmp_path, monkeypatch):
     code = ("import atexit, json, sys\n"
             "atexit.register(lambda: print(json.dumps(sorted(sys.modules))))\n"
             "sys.argv = ['mlpipe', 'run', 'nb.ipynb', '--executor', 'local']\n"
-            "from mlpipe_jupyter.cli import main\n"
+            "from mlpipe_jupyter.ui.cli import main\n"
             "main()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "reused from run" in done.stdout
     modules = set(json.loads(done.stdout.strip().splitlines()[-1]))
-    assert not modules & {"papermill", "nbclient", "jupyter_client", "mlpipe_jupyter.kernelpool"}
+    assert not modules & {"papermill", "nbclient", "jupyter_client", "mlpipe_jupyter.kernels.pool"}

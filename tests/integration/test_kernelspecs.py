@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from mlpipe_jupyter.kernelfork import ForkedProcess
-from mlpipe_jupyter.kernelpool import KernelPool
+from mlpipe_jupyter.kernels.fork import ForkedProcess
+from mlpipe_jupyter.kernels.pool import KernelPool
 from tests.conftest import run_cli, write_notebook
 from tests.integration.test_kernelfork import ask
 
@@ -141,7 +141,7 @@ def test_a_stock_kernelspec_is_forked(form, jupyter_dirs, tmp_path, monkeypatch)
         zygote = pool._zygote.process.pid
         parent = Path(f"/proc/{zygote}/cmdline").read_text().split("\0")
         seen = ask(pool, kernel, PROBE)
-        assert seen["ppid"] == zygote and "mlpipe_jupyter.kernelzygote" in parent
+        assert seen["ppid"] == zygote and "mlpipe_jupyter.kernels.zygote" in parent
         # the spec's flags are the kernel's: the zygote was started with them
         assert seen["xoptions"] == xoptions
         assert ("-Xfrozen_modules=off" in parent) == bool(xoptions)
@@ -165,7 +165,7 @@ def test_a_spec_changed_after_the_zygote_started_starts_as_it_says(jupyter_dirs,
         assert not isinstance(kernel.process, ForkedProcess)
         seen = ask(pool, kernel, PROBE)
         assert seen["ppid"] == os.getpid() and seen["xoptions"] == FROZEN_OFF
-        assert not seen["debugpy"]  # started through mlpipe_jupyter.stepkernel all the same
+        assert not seen["debugpy"]  # started through mlpipe_jupyter.kernels.stepkernel all the same
     finally:
         pool.shutdown()
 
@@ -240,6 +240,6 @@ def test_a_run_forks_step_kernels_with_an_installed_spec(jupyter_dirs, tmp_path,
     run = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)[0]
     digest = run["steps"][0]["outputs"]["parent"]
     seen = json.loads((tmp_path / ".mlpipe/artifacts" / digest / "data/value.json").read_text())
-    assert "mlpipe_jupyter.kernelzygote" in seen["cmdline"]
+    assert "mlpipe_jupyter.kernels.zygote" in seen["cmdline"]
     assert "-Xfrozen_modules=off" in seen["cmdline"]
     assert seen["xoptions"] == FROZEN_OFF

@@ -8,7 +8,7 @@ import pytest
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from mlpipe_jupyter.notebook import read_pipeline, split_cell_magic
+from mlpipe_jupyter.model.notebook import read_pipeline, split_cell_magic
 from tests.conftest import NOTEBOOKS
 
 

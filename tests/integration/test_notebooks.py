@@ -10,8 +10,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from mlpipe_jupyter.notebook import read_pipeline
-from mlpipe_jupyter.spec import PipelineSpec
+from mlpipe_jupyter.model.notebook import read_pipeline
+from mlpipe_jupyter.model.spec import PipelineSpec
 from tests.conftest import NOTEBOOKS
 
 

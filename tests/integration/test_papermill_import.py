@@ -14,7 +14,7 @@ PROBE = ("import atexit, json, sys\n"
          "atexit.register(lambda: print(json.dumps({m: m in sys.modules for m in\n"
          "    ('papermill', 'rfc3987_syntax', 'pyarrow.fs', 'ipykernel')})))\n"
          "sys.argv = ['mlpipe', 'run', 'nb.ipynb', '--executor', 'local', '--no-cache']\n"
-         "from mlpipe_jupyter.cli import main\n"
+         "from mlpipe_jupyter.ui.cli import main\n"
          "main()\n")
 
 
@@ -33,7 +33,7 @@ def test_in_a_user_session_nothing_is_hidden():
     code = ("import sys\n"
             "from IPython.core.interactiveshell import InteractiveShell\n"
             "InteractiveShell.instance()\n"
-            "from mlpipe_jupyter.stepengine import import_papermill\n"
+            "from mlpipe_jupyter.step.engine import import_papermill\n"
             "import_papermill()\n"
             "import importlib.util\n"
             "print(importlib.util.find_spec('rfc3987_syntax') is None or "

@@ -1,7 +1,8 @@
 """What the kernel speed-ups must not change: a step kernel launched through
-mlpipe_jupyter.stepkernel (no debugpy import at start) is still a stock ipykernel to the step's
-code, and asking kernels to exit (stepkernel.exit_kernel) ends them promptly, atexit hooks and
-unflushed files included, even many at once (the shutdown_request it replaces could hang)."""
+mlpipe_jupyter.kernels.stepkernel (no debugpy import at start) is still a stock ipykernel to
+the step's code, and asking kernels to exit (stepkernel.exit_kernel) ends them promptly, atexit
+hooks and unflushed files included, even many at once (the shutdown_request it
+replaces could hang)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec
 
-from mlpipe_jupyter.kernelpool import KERNEL_ARGS, connect
-from mlpipe_jupyter.stepkernel import exit_kernel, kernel_manager_class
+from mlpipe_jupyter.kernels.pool import KERNEL_ARGS, connect
+from mlpipe_jupyter.kernels.stepkernel import exit_kernel, kernel_manager_class
 
 
 async def _started(cwd: Path):
@@ -44,7 +45,7 @@ def test_the_stock_kernel_command_goes_through_the_runtime_launcher():
     stock = ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     km._kernel_spec = KernelSpec(argv=stock, display_name="Python 3", language="python")
     cmd = km.format_kernel_cmd()
-    assert cmd[:3] == [sys.executable, "-m", "mlpipe_jupyter.stepkernel"]
+    assert cmd[:3] == [sys.executable, "-m", "mlpipe_jupyter.kernels.stepkernel"]
     for other in (["/elsewhere/bin/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                   ["python", "-m", "my_kernel", "-f", "{connection_file}"]):
         km._kernel_spec = KernelSpec(argv=other, display_name="x", language="python")

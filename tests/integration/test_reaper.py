@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mlpipe_jupyter.executors.docker import DockerExecutor, connect
-from mlpipe_jupyter.store import RunStore
+from mlpipe_jupyter.run.store import RunStore
 from tests.conftest import MLPIPE, run_cli, write_notebook
 from tests.integration.test_store_health import wait_for
 

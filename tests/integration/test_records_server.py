@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from mlpipe_jupyter.store import RunStore
+from mlpipe_jupyter.run.store import RunStore
 from tests.conftest import jupyter_server
 
 CAP = 2 * 1024 * 1024  # the server's MlpipeServer.max_record_size in these tests

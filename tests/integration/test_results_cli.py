@@ -10,7 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
-from mlpipe_jupyter.listing import human_size
+from mlpipe_jupyter.ui.listing import human_size
 from tests.conftest import run_cli, write_notebook
 
 MAKE = "%%step make --outputs data\ndata = list(range(alpha * 10))"

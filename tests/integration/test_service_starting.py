@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from mlpipe_jupyter.runner import new_run_id
+from mlpipe_jupyter.run.runner import new_run_id
 from tests.integration.servicekit import (
     Service,
     kill_run_processes,

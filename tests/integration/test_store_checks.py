@@ -10,10 +10,10 @@ import shutil
 import stat
 from pathlib import Path
 
-from mlpipe_jupyter.artifacts import ArtifactStore
-from mlpipe_jupyter.events import RunListener
-from mlpipe_jupyter.notebook import read_pipeline
-from mlpipe_jupyter.runner import PipelineRunner, RunOptions
+from mlpipe_jupyter.model.notebook import read_pipeline
+from mlpipe_jupyter.run.artifacts import ArtifactStore
+from mlpipe_jupyter.run.events import RunListener
+from mlpipe_jupyter.run.runner import PipelineRunner, RunOptions
 from tests.conftest import run_cli, write_notebook
 
 CELLS = ["%%step make --outputs x report.txt\nx = list(range(5))\n"

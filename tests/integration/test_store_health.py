@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mlpipe_jupyter.events import Broadcaster, RunListener
-from mlpipe_jupyter.store import RunStore
+from mlpipe_jupyter.run.events import Broadcaster, RunListener
+from mlpipe_jupyter.run.store import RunStore
 from tests.conftest import MLPIPE, run_cli, write_notebook
 
 # `second` tells the test it runs, then waits for the test's go-ahead (a file)

@@ -302,9 +302,9 @@ def test_cancel_button_stops_a_running_step(lab, page, artifacts):
 BIG_RUN = [
     '''import random, threading, time
 from pathlib import Path
-from mlpipe_jupyter.dag import build_dag
-from mlpipe_jupyter.spec import PipelineSpec, StepSpec
-from mlpipe_jupyter.widget import DagWidget, RunFeed
+from mlpipe_jupyter.model.dag import build_dag
+from mlpipe_jupyter.model.spec import PipelineSpec, StepSpec
+from mlpipe_jupyter.ui.widget import DagWidget, RunFeed
 
 rng = random.Random(1)
 steps = []

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlpipe_jupyter import runtime
-from mlpipe_jupyter.artifacts import ArtifactStore
+from mlpipe_jupyter.run.artifacts import ArtifactStore
+from mlpipe_jupyter.step import runtime
 
 
 class Point:

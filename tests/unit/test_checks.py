@@ -9,18 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlpipe_jupyter.builder import PipelineBuilder
-from mlpipe_jupyter.checks import (
+from mlpipe_jupyter.errors import MlpipeError, NotebookError, SpecError, UsageError
+from mlpipe_jupyter.model.builder import PipelineBuilder
+from mlpipe_jupyter.model.checks import (
     check_param,
     check_params,
     pre_run_warnings,
     require_steps,
     suggest,
 )
-from mlpipe_jupyter.errors import MlpipeError, NotebookError, SpecError, UsageError
-from mlpipe_jupyter.namescan import scan_names
-from mlpipe_jupyter.notebook import read_pipeline
-from mlpipe_jupyter.spec import PipelineSpec
+from mlpipe_jupyter.model.namescan import scan_names
+from mlpipe_jupyter.model.notebook import read_pipeline
+from mlpipe_jupyter.model.spec import PipelineSpec
 from tests.conftest import NOTEBOOKS, write_notebook
 
 
@@ -381,7 +381,7 @@ def test_suggestions():
     ("fit extra", "%%step fit extra: unrecognized arguments: extra"),
 ])
 def test_unknown_step_options_suggest_the_closest(line, message):
-    from mlpipe_jupyter.stepargs import parse_step_line
+    from mlpipe_jupyter.model.options import parse_step_line
 
     with pytest.raises(UsageError) as info:
         parse_step_line(line)
@@ -389,7 +389,7 @@ def test_unknown_step_options_suggest_the_closest(line, message):
 
 
 def test_unknown_setup_option_suggests_too():
-    from mlpipe_jupyter.stepargs import parse_setup_line
+    from mlpipe_jupyter.model.options import parse_setup_line
 
     with pytest.raises(MlpipeError, match=r"^%%pipeline_setup: unknown option --pi \(did you "
                        r"mean --pip\?\)$"):
@@ -400,7 +400,7 @@ def test_checks_import_nothing_from_ipython_docker_or_jupyter():
     import subprocess
     import sys
 
-    code = ("import sys, mlpipe_jupyter.checks\n"
+    code = ("import sys, mlpipe_jupyter.model.checks\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in "
             "('IPython', 'docker', 'jupyter_client', 'ipykernel')]\nprint(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -17,7 +17,7 @@ def imported_by(*argv: str, cwd) -> set[str]:
     code = ("import atexit, json, sys\n"
             "atexit.register(lambda: print('\\n' + json.dumps(sorted(sys.modules))))\n"
             f"sys.argv = ['mlpipe', *{list(argv)!r}]\n"
-            "from mlpipe_jupyter.cli import main\n"
+            "from mlpipe_jupyter.ui.cli import main\n"
             "main()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd)
     return {m.split(".")[0] for m in json.loads(done.stdout.strip().splitlines()[-1])}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mlpipe_jupyter.builder import PipelineBuilder
-from mlpipe_jupyter.dag import build_dag, generations, select, topo_order
 from mlpipe_jupyter.errors import SpecError
-from mlpipe_jupyter.spec import PipelineSpec, StepSpec
+from mlpipe_jupyter.model.builder import PipelineBuilder
+from mlpipe_jupyter.model.dag import build_dag, generations, select, topo_order
+from mlpipe_jupyter.model.spec import PipelineSpec, StepSpec
 
 
 def spec_of(*steps: tuple[str, str]) -> PipelineSpec:

@@ -22,8 +22,8 @@ from mlpipe_jupyter.executors.containers import (
     parse_user,
 )
 from mlpipe_jupyter.executors.docker import DockerExecutor, daemon_down
-from mlpipe_jupyter.spec import StepSpec
-from mlpipe_jupyter.stepmain import Output, parse_progress, progress_line
+from mlpipe_jupyter.model.spec import StepSpec
+from mlpipe_jupyter.step.main import Output, parse_progress, progress_line
 
 
 def job(tmp_path: Path, **step) -> StepJob:
@@ -69,7 +69,7 @@ def test_mounts_inputs_read_only_outputs_read_write(tmp_path):
 def test_container_runs_stepmain_as_the_user_with_labels(tmp_path):
     kw = kwargs(tmp_path)
     assert kw["image"] == "sha256:img"
-    assert kw["command"] == ["/opt/mlpipe/bin/python", "-m", "mlpipe_jupyter.stepmain",
+    assert kw["command"] == ["/opt/mlpipe/bin/python", "-m", "mlpipe_jupyter.step.main",
                              "/mlpipe/step/container.json"]
     assert kw["user"] == "1234:99"
     assert kw["working_dir"] == "/mlpipe/work"
@@ -180,8 +180,8 @@ def test_run_level_network_option_of_the_magic_and_the_cli():
     from click.testing import CliRunner
     from IPython.core import magic_arguments as ma
 
-    from mlpipe_jupyter.cli import main
-    from mlpipe_jupyter.magics import _run_args
+    from mlpipe_jupyter.ui.cli import main
+    from mlpipe_jupyter.ui.magics import _run_args
 
     assert ma.parse_argstring(_run_args, "--network none").network == "none"
     assert ma.parse_argstring(_run_args, "").network is None
@@ -192,8 +192,9 @@ def test_run_level_network_option_of_the_magic_and_the_cli():
 def test_a_kernel_container_runs_the_kernel_on_sockets_in_a_mounted_directory(tmp_path):
     kw = container_kwargs(job(tmp_path), image="sha256:img", user=(1234, 99), network=None,
                           owner="host:1:2", kernel=(tmp_path / "k", "/mlpipe/kernel/kernel.json"))
-    assert kw["command"] == ["/opt/mlpipe/bin/python", "-m", "mlpipe_jupyter.stepkernel", "-f",
-                             "/mlpipe/kernel/kernel.json", "--HistoryManager.hist_file=:memory:"]
+    assert kw["command"] == ["/opt/mlpipe/bin/python", "-m", "mlpipe_jupyter.kernels.stepkernel",
+                             "-f", "/mlpipe/kernel/kernel.json",
+                             "--HistoryManager.hist_file=:memory:"]
     mounts = {m["Target"]: (m["Source"], m["ReadOnly"]) for m in kw["mounts"]}
     assert mounts["/mlpipe/kernel"] == (str(tmp_path / "k"), False)
     assert "/mlpipe/notebook.ipynb" not in mounts  # papermill reads it in the runner

@@ -10,7 +10,7 @@ import pytest
 
 from mlpipe_jupyter import __version__
 from mlpipe_jupyter.errors import UsageError
-from mlpipe_jupyter.images import (
+from mlpipe_jupyter.executors.images import (
     PYTHON,
     REPOSITORY,
     BuildOutput,
@@ -19,7 +19,7 @@ from mlpipe_jupyter.images import (
     package_files,
     pipeline_requirements,
 )
-from mlpipe_jupyter.spec import PipelineSpec
+from mlpipe_jupyter.model.spec import PipelineSpec
 
 BASE_ID = "sha256:" + "1" * 64
 
@@ -94,7 +94,7 @@ def test_tag_is_a_stable_hash_of_everything_that_goes_in():
 
 def test_package_files_are_this_package_without_caches():
     names = [rel for rel, _ in package_files()]
-    assert "__init__.py" in names and "runtime.py" in names and "stepmain.py" in names
+    assert "__init__.py" in names and "step/runtime.py" in names and "step/main.py" in names
     assert "executors/docker.py" in names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 

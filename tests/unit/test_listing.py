@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from mlpipe_jupyter import latest as latest_module
-from mlpipe_jupyter.artifacts import ArtifactStore
-from mlpipe_jupyter.cache import miss_reason, miss_reasons, short_reason
 from mlpipe_jupyter.errors import NotFound
 from mlpipe_jupyter.home import Home
-from mlpipe_jupyter.latest import MANIFEST, publish_run, update_latest
-from mlpipe_jupyter.listing import (
+from mlpipe_jupyter.model.cache import miss_reason, miss_reasons, short_reason
+from mlpipe_jupyter.run import latest as latest_module
+from mlpipe_jupyter.run.artifacts import ArtifactStore
+from mlpipe_jupyter.run.latest import MANIFEST, publish_run, update_latest
+from mlpipe_jupyter.run.store import RunStore, changed_params
+from mlpipe_jupyter.ui.listing import (
     artifact_entry,
     ellipsize,
     fit_columns,
@@ -26,7 +27,6 @@ from mlpipe_jupyter.listing import (
     runs_lines,
     step_counts,
 )
-from mlpipe_jupyter.store import RunStore, changed_params
 
 PARTS = {"code": "c1", "setup": "s", "params": {"alpha": "a1"}, "inputs": {"raw": "d1"},
          "outputs": ["x"], "env": "e", "environment": "local:1", "runtime": "0.1"}

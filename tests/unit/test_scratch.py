@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from mlpipe_jupyter.scratch import scratch_dir, sweep
+from mlpipe_jupyter.kernels.scratch import scratch_dir, sweep
 
 
 def _dead_pid() -> int:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlpipe_jupyter.errors import NotFound, UsageError
+from mlpipe_jupyter.run.store import RunStore
 from mlpipe_jupyter.server import records
 from mlpipe_jupyter.server.records import (
     MAX_RECORD_SIZE,
@@ -19,7 +20,6 @@ from mlpipe_jupyter.server.records import (
     open_record,
     read_record,
 )
-from mlpipe_jupyter.store import RunStore
 
 
 def record_path(root: Path, path: str) -> None:

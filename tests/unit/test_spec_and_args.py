@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlpipe_jupyter.builder import PipelineBuilder
-from mlpipe_jupyter.codeinfo import free_names, parse_assignments, parse_params
 from mlpipe_jupyter.errors import UsageError
-from mlpipe_jupyter.spec import PipelineSpec, StepSpec
-from mlpipe_jupyter.stepargs import StepOptions, parse_memory, parse_step_line
+from mlpipe_jupyter.model.builder import PipelineBuilder
+from mlpipe_jupyter.model.codeinfo import free_names, parse_assignments, parse_params
+from mlpipe_jupyter.model.options import StepOptions, parse_memory, parse_step_line
+from mlpipe_jupyter.model.spec import PipelineSpec, StepSpec
 
 
 def test_parse_full_line():

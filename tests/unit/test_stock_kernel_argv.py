@@ -14,8 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlpipe_jupyter import stepkernel
-from mlpipe_jupyter.stepkernel import STEP_KERNEL, StockKernel, same_interpreter, stock_kernel_argv
+from mlpipe_jupyter.kernels import stepkernel
+from mlpipe_jupyter.kernels.stepkernel import (
+    STEP_KERNEL,
+    StockKernel,
+    same_interpreter,
+    stock_kernel_argv,
+)
 
 TAIL = ["-f", "{connection_file}"]
 VERSION = "python{}.{}".format(*sys.version_info[:2])
@@ -239,7 +244,7 @@ def test_the_rule_agrees_with_cpython_on_real_layouts(tmp_path):
 def test_spec_flags_reads_the_spec_jupyter_client_would(tmp_path, monkeypatch):
     from jupyter_client.kernelspec import KernelSpecManager
 
-    from mlpipe_jupyter.kernelfork import spec_flags
+    from mlpipe_jupyter.kernels.fork import spec_flags
 
     first, second = tmp_path / "first", tmp_path / "second"
     for var, value in (("JUPYTER_PATH", f"{first}{os.pathsep}{second}"),

@@ -16,18 +16,18 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlpipe_jupyter import runtime
-from mlpipe_jupyter.dag import build_dag
 from mlpipe_jupyter.errors import StepFailed
-from mlpipe_jupyter.events import Broadcaster
 from mlpipe_jupyter.executors import Executor, executors
-from mlpipe_jupyter.handle import PipelineRun, StepView
-from mlpipe_jupyter.layout import GAP_X, NODE_H, NODE_W, layout
-from mlpipe_jupyter.notebook import read_pipeline
-from mlpipe_jupyter.runner import PipelineRunner, RunOptions
-from mlpipe_jupyter.spec import PipelineSpec, StepSpec
-from mlpipe_jupyter.stepbook import IO_PARAM
-from mlpipe_jupyter.widget import LOG_TAIL, DagWidget
+from mlpipe_jupyter.model.dag import build_dag
+from mlpipe_jupyter.model.notebook import read_pipeline
+from mlpipe_jupyter.model.spec import PipelineSpec, StepSpec
+from mlpipe_jupyter.run.events import Broadcaster
+from mlpipe_jupyter.run.runner import PipelineRunner, RunOptions
+from mlpipe_jupyter.run.stepbook import IO_PARAM
+from mlpipe_jupyter.step import runtime
+from mlpipe_jupyter.ui.handle import PipelineRun, StepView
+from mlpipe_jupyter.ui.layout import GAP_X, NODE_H, NODE_W, layout
+from mlpipe_jupyter.ui.widget import LOG_TAIL, DagWidget
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -357,7 +357,7 @@ def test_text_representation_for_frontends_without_widgets(tmp_path):
 
 
 def test_static_files_ship_inside_the_package():
-    static = ROOT / "mlpipe_jupyter" / "static"
+    static = ROOT / "mlpipe_jupyter" / "ui" / "static"
     js = (static / "dag_widget.js").read_text()
     assert "export default" in js and "import " not in js.split("export default")[0][:200]
     assert "http://" not in js.replace("http://www.w3.org/2000/svg", "")  # no CDN
@@ -471,7 +471,7 @@ def test_handle_displays_its_widget_once_per_cell(tmp_path, monkeypatch):
 
     monkeypatch.setattr("IPython.display.display", display)
     cell = ["cell-1"]
-    monkeypatch.setattr("mlpipe_jupyter.handle._cell_token", lambda: cell[0])
+    monkeypatch.setattr("mlpipe_jupyter.ui.handle._cell_token", lambda: cell[0])
     run = start_run(PipelineSpec(steps=(StepSpec(name="a", code="x = 1", outputs=("x",)),)),
                     tmp_path)
     run._ipython_display_()  # `%pipeline run` shows it
@@ -491,8 +491,9 @@ def test_cli_and_magics_do_not_import_the_widget_stack():
     import subprocess
     import sys
 
-    code = ("import sys, mlpipe_jupyter.cli, mlpipe_jupyter.handle, mlpipe_jupyter.magics\n"
-            "print(sorted(m for m in ('anywidget', 'ipywidgets', 'mlpipe_jupyter.widget')"
+    code = ("import sys, mlpipe_jupyter.ui.cli, mlpipe_jupyter.ui.handle,"
+            " mlpipe_jupyter.ui.magics\n"
+            "print(sorted(m for m in ('anywidget', 'ipywidgets', 'mlpipe_jupyter.ui.widget')"
             " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
