@@ -6,12 +6,13 @@ builder, so the same notebook gives the same spec either way.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from .checks import check_default
 from .codeinfo import free_names, parse_params
-from .options import SetupOptions, StepOptions, parse_setup_line, parse_step_line
-from .spec import PipelineSpec, StepSpec, is_variable
+from .options import StepLine, parse_setup_line, read_step_line
+from .spec import PipelineSpec, StepSpec
 
 
 def normalize_code(code: str) -> str:
@@ -28,9 +29,8 @@ class PipelineBuilder:
 
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
-        self.setup: str = ""
-        self.setup_options = SetupOptions(requirements=None, pip=())
-        self._steps: dict[str, tuple[StepOptions, str]] = {}
+        self._setup = PipelineSpec()  # the %%pipeline_setup cell: its options and code
+        self._steps: dict[str, StepSpec] = {}  # as declared: inferred inputs not filled in
         self._cell_step: dict[str, str] = {}
 
     def add_params(self, code: str) -> dict[str, Any]:
@@ -40,25 +40,24 @@ class PipelineBuilder:
         self.params.update(values)
         return values
 
-    def set_setup(self, line: str, code: str) -> SetupOptions:
-        options = parse_setup_line(line)
-        free_names(normalize_code(code))  # a syntax error is reported now, not in every step
-        self.setup, self.setup_options = normalize_code(code), options
-        return options
+    def set_setup(self, line: str, code: str) -> None:
+        setup = replace(parse_setup_line(line), setup=normalize_code(code))
+        free_names(setup.setup)  # a syntax error is reported now, not in every step
+        self._setup = setup
 
-    def add_step(self, line: str, code: str, *, cell_id: str | None = None) -> StepOptions:
+    def add_step(self, line: str, code: str, *, cell_id: str | None = None) -> StepLine:
         """Register (or replace) a step. A cell re-run under a new name drops its old step."""
-        options = parse_step_line(line)
-        code = normalize_code(code)
-        if options.inputs is None:
-            free_names(code)  # syntax errors surface at registration
+        parsed = read_step_line(line)
+        step = replace(parsed.spec, code=normalize_code(code))
+        if step.inputs_inferred:
+            free_names(step.code)  # syntax errors surface at registration
         if cell_id is not None:
             old = self._cell_step.get(cell_id)
-            if old is not None and old != options.name:
+            if old is not None and old != step.name:
                 self._steps.pop(old, None)
-            self._cell_step[cell_id] = options.name
-        self._steps[options.name] = (options, code)
-        return options
+            self._cell_step[cell_id] = step.name
+        self._steps[step.name] = step
+        return replace(parsed, spec=step)
 
     def clear(self) -> None:
         self.__init__()
@@ -67,23 +66,11 @@ class PipelineBuilder:
         return name in self._steps
 
     def spec(self) -> PipelineSpec:
-        produced = {
-            out: name for name, (opts, _) in self._steps.items()
-            for out in opts.outputs if is_variable(out)
-        }
-        steps = []
-        for name, (opts, code) in self._steps.items():
-            if opts.inputs is None:
-                inputs = tuple(n for n in free_names(code) if n in produced and produced[n] != name)
-            else:
-                inputs = opts.inputs
-            steps.append(StepSpec(
-                name=name, code=code, inputs=inputs, outputs=opts.outputs, after=opts.after,
-                inputs_inferred=opts.inputs is None, env=opts.env, retries=opts.retries,
-                timeout=opts.timeout, no_cache=opts.no_cache, image=opts.image, cpus=opts.cpus,
-                memory=opts.memory, gpus=opts.gpus, network=opts.network,
-            ))
-        return PipelineSpec(
-            steps=tuple(steps), params=tuple(self.params.items()), setup=self.setup,
-            requirements=self.setup_options.requirements, pip=self.setup_options.pip,
-        )
+        produced = {out: step.name for step in self._steps.values()
+                    for out in step.variable_outputs}
+        steps = tuple(
+            replace(step, inputs=tuple(n for n in free_names(step.code)
+                                       if n in produced and produced[n] != step.name))
+            if step.inputs_inferred else step
+            for step in self._steps.values())
+        return replace(self._setup, steps=steps, params=tuple(self.params.items()))

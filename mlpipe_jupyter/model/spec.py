@@ -1,4 +1,7 @@
-"""StepSpec and PipelineSpec: frozen dataclasses with a JSON round trip. Pure, no I/O."""
+"""StepSpec and PipelineSpec: frozen dataclasses with a JSON round trip. Pure, no I/O.
+
+A field a magic's line sets declares its option here (rules.option): the `%%step` and
+`%%pipeline_setup` parsers, their help and the copy into the spec are derived from it."""
 
 from __future__ import annotations
 
@@ -6,33 +9,47 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from . import rules
+from .rules import NETWORKS, is_variable, option
+
 SPEC_VERSION = 1
-
-
-def is_variable(item: str) -> bool:
-    """An artifact named by a Python identifier is a variable; anything else is a file path."""
-    import keyword
-
-    return item.isidentifier() and not keyword.iskeyword(item)
 
 
 @dataclass(frozen=True)
 class StepSpec:
-    name: str
+    name: str = option("name", "step name: [A-Za-z_][A-Za-z0-9_-]*, unique in the notebook",
+                       rule=rules.step_name)
     code: str
-    inputs: tuple[str, ...] = ()
-    outputs: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
-    inputs_inferred: bool = False
-    env: tuple[tuple[str, str], ...] = ()
-    retries: int = 0
-    timeout: float | None = None
-    no_cache: bool = False
-    image: str | None = None
-    cpus: float | None = None
-    memory: str | None = None
-    gpus: int | None = None
-    network: str | None = None
+    inputs: tuple[str, ...] = option(
+        "--inputs", "artifacts this step reads (identifiers are variables, anything else a "
+        "relative file path); inferred from the code when omitted", default=(), nargs="+",
+        metavar="X", rule=rules.artifacts)
+    outputs: tuple[str, ...] = option("--outputs", "artifacts this step writes", default=(),
+                                      nargs="+", metavar="X", rule=rules.artifacts)
+    after: tuple[str, ...] = option("--after", "run after these steps", default=(), nargs="+",
+                                    metavar="STEP", rule=rules.step_names)
+    inputs_inferred: bool = False  # --inputs was left out: the builder inferred them
+    env: tuple[tuple[str, str], ...] = option(
+        "--env", "environment variables for the step", default=(), nargs="+",
+        metavar="KEY=VALUE", rule=rules.env_pairs)
+    retries: int = option("--retries", "retry a failed step N times", default=0, type=int,
+                          metavar="N", rule=rules.zero_or_more)
+    timeout: float | None = option("--timeout", "fail the step after this many seconds",
+                                   default=None, type=float, metavar="SECONDS",
+                                   rule=rules.timeout_seconds)
+    no_cache: bool = option("--no-cache", "never reuse an earlier result", default=False,
+                            switch=True)
+    image: str | None = option(
+        "--image", "run this step in IMAGE instead of the pipeline's runtime image",
+        default=None, metavar="IMAGE", rule=rules.image_name)
+    cpus: float | None = option("--cpus", "CPU limit (docker)", default=None, type=float,
+                                metavar="N", rule=rules.positive_number)
+    memory: str | None = option("--memory", "memory limit such as 512m or 2g", default=None,
+                                metavar="SIZE", rule=rules.memory_size)
+    gpus: int | None = option("--gpus", "GPUs to request (docker)", default=None, type=int,
+                              metavar="N", rule=rules.one_or_more)
+    network: str | None = option("--network", "container network: none or bridge",
+                                 default=None, choices=NETWORKS)
 
     @property
     def variable_outputs(self) -> tuple[str, ...]:
@@ -62,8 +79,10 @@ class PipelineSpec:
     steps: tuple[StepSpec, ...] = ()
     params: tuple[tuple[str, Any], ...] = ()
     setup: str = ""
-    requirements: str | None = None
-    pip: tuple[str, ...] = ()
+    requirements: str | None = option("--requirements", "a requirements file the step image "
+                                      "must install", default=None, metavar="FILE")
+    pip: tuple[str, ...] = option("--pip", "packages the step image must install", default=(),
+                                  nargs="+", metavar="PKG")
     version: int = field(default=SPEC_VERSION, compare=False)
 
     @property

@@ -12,9 +12,11 @@ from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from ..errors import MlpipeError
-from ..model import options as stepargs
 from ..model.builder import PipelineBuilder
 from ..model.codeinfo import parse_assignments
+from ..model.options import setup_help, split_line, step_help
+from ..model.rules import NETWORKS
+from ..run.storecheck import os_error_line
 
 
 @ma.magic_arguments()
@@ -29,7 +31,7 @@ from ..model.codeinfo import parse_assignments
 @ma.argument("--max-parallel", type=int, default=None, metavar="N")
 @ma.argument("--fail-fast", action="store_true", help="stop everything at the first failure")
 @ma.argument("--wait", action="store_true", help="block until the run ends")
-@ma.argument("--network", default=None, choices=stepargs.NETWORKS,
+@ma.argument("--network", default=None, choices=NETWORKS,
              help="docker: the steps' network unless a step sets its own")
 def _run_args(line: str) -> None:
     """%pipeline run [-p NAME=VALUE ...] [--executor E] [--only STEP ...] [--from STEP]
@@ -96,7 +98,7 @@ class PipelineMagics(Magics):
             return self._run_code(cell)
         return None
 
-    step.__doc__ = stepargs.step.__doc__
+    step.__doc__ = step_help()
 
     @cell_magic
     def pipeline_params(self, line: str, cell: str) -> Any:
@@ -117,7 +119,7 @@ class PipelineMagics(Magics):
             raise IPythonUsageError(str(err)) from None
         return self._run_code(cell)
 
-    pipeline_setup.__doc__ = stepargs.pipeline_setup.__doc__
+    pipeline_setup.__doc__ = setup_help()
 
     # -- %pipeline ---------------------------------------------------------------------------
     @line_magic
@@ -133,6 +135,8 @@ class PipelineMagics(Magics):
             return handler(rest)
         except MlpipeError as err:
             raise IPythonUsageError(str(err)) from None
+        except OSError as err:  # export --to a file, a `.mlpipe` that is a file: the path, once
+            raise IPythonUsageError(f"%pipeline {sub}: {os_error_line(err)}") from None
 
     def spec(self):
         return self.builder.spec()
@@ -202,15 +206,18 @@ class PipelineMagics(Magics):
     def _runs(self, rest: str):
         from ..home import Home
         from ..run.store import RunStore
+        from ..run.storecheck import StoreDamaged
 
         args = _parse_args(_runs_args, "runs", rest)
         store = RunStore(Home.for_dir(Path.cwd()).db)
         try:
             runs = store.runs(limit=args.n)
+        except ValueError as err:  # a record's JSON garbled: the store is damaged, say where
+            raise StoreDamaged(store.path, f"a run record cannot be read: {err}") from None
         finally:
             store.close()
-        rows = [f"{r['id']}  {r['state']:<10} {r['started'] or ''}  {Path(r['notebook']).name}"
-                for r in runs]
+        rows = [f"{r['id']}  {r['state']:<10} {r['started'] or ''}  "
+                f"{Path(r['notebook'] or '').name}" for r in runs]
         return _Text("\n".join(rows) or "(no runs yet)")
 
     def _export(self, rest: str):
@@ -233,7 +240,7 @@ def _parse_args(func, sub: str, rest: str):
     """A `%pipeline SUB` line split by the shell's rules, as `%%step` lines are
     (`-p "x=[1, 2]"` is one word); a bad line is one MlpipeError line."""
     try:
-        return func.parser.parse_args(stepargs.split_line(rest))
+        return func.parser.parse_args(split_line(rest))
     except (IPythonUsageError, ValueError) as err:
         raise MlpipeError(f"%pipeline {sub}: {err}") from None
 

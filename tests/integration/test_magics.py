@@ -94,3 +94,52 @@ def test_pipeline_export_and_runs(shell, tmp_path):
     run = shell.run_line_magic("pipeline", "run --executor local --wait")
     assert run.status == "succeeded" and run.load("x") == 2
     assert run.id in str(shell.run_line_magic("pipeline", "runs"))
+
+
+def test_step_help_shows_every_option(shell):
+    from dataclasses import fields
+
+    from mlpipe_jupyter.model.spec import StepSpec
+
+    doc = shell.find_cell_magic("step").__doc__
+    flags = [f.metadata["option"].flag for f in fields(StepSpec) if "option" in f.metadata]
+    assert [flag for flag in [*flags, "--no-run"] if flag not in doc] == []
+    assert "--pip" in shell.find_cell_magic("pipeline_setup").__doc__
+
+
+def _one_line(shell, line: str) -> str:
+    with pytest.raises(IPythonUsageError) as info:
+        shell.run_line_magic("pipeline", line)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_export_to_a_path_that_is_not_a_directory_is_one_line(shell, tmp_path):
+    shell.run_cell_magic("step", "a --outputs x --no-run", "x = 1")
+    (tmp_path / "afile").write_text("")
+    assert _one_line(shell, "export --to afile") == "%pipeline export: File exists (afile)"
+    assert _one_line(shell, "export --to afile/sub") == \
+        "%pipeline export: Not a directory (afile/sub)"
+    assert (tmp_path / "afile").read_text() == ""
+
+
+def test_runs_of_a_store_that_cannot_be_read_is_one_line_naming_it(shell, tmp_path,
+                                                                    monkeypatch):
+    import shutil
+    import sqlite3
+
+    monkeypatch.delenv("MLPIPE_HOME", raising=False)
+    assert str(shell.run_line_magic("pipeline", "runs")) == "(no runs yet)"
+    db = tmp_path / ".mlpipe/mlpipe.db"
+    with sqlite3.connect(db) as conn:  # a record whose parameters are cut short
+        conn.execute("INSERT INTO runs (id, state, started, params, notebook) "
+                     "VALUES ('r1', 'succeeded', 1.0, '{\"lr\": ', 'nb.ipynb')")
+    conn.close()
+    message = _one_line(shell, "runs")
+    assert message.startswith(str(db)) and "damaged" in message
+    home = tmp_path / ".mlpipe"
+    shutil.rmtree(home)
+    home.write_text("")  # the home is a file
+    assert str(home) in _one_line(shell, "runs")
+    shell.run_cell_magic("step", "a --no-run", "x = 1")
+    assert str(home) in _one_line(shell, "run --executor local")

@@ -9,23 +9,28 @@ from hypothesis import strategies as st
 from mlpipe_jupyter.errors import UsageError
 from mlpipe_jupyter.model.builder import PipelineBuilder
 from mlpipe_jupyter.model.codeinfo import free_names, parse_assignments, parse_params
-from mlpipe_jupyter.model.options import StepOptions, parse_memory, parse_step_line
+from mlpipe_jupyter.model.options import parse_step_line, read_step_line
+from mlpipe_jupyter.model.rules import parse_memory
 from mlpipe_jupyter.model.spec import PipelineSpec, StepSpec
 
 
 def test_parse_full_line():
-    opts = parse_step_line("fit --inputs train --outputs model reports/m.json --after load "
-                           "--env A=1 B=x=y --retries 2 --timeout 30 --no-cache --no-run")
+    line = read_step_line("fit --inputs train --outputs model reports/m.json --after load "
+                          "--env A=1 B=x=y --retries 2 --timeout 30 --no-cache --no-run")
+    opts = line.spec
     assert opts.name == "fit"
+    assert not opts.inputs_inferred
     assert opts.inputs == ("train",)
     assert opts.outputs == ("model", "reports/m.json")
     assert opts.after == ("load",)
     assert opts.env == (("A", "1"), ("B", "x=y"))
-    assert (opts.retries, opts.timeout, opts.no_cache, opts.no_run) == (2, 30.0, True, True)
+    assert (opts.retries, opts.timeout, opts.no_cache, line.no_run) == (2, 30.0, True, True)
+    assert read_step_line("fit").no_run is False
 
 
 def test_inputs_omitted_means_inferred():
-    assert parse_step_line("load --outputs raw").inputs is None
+    spec = parse_step_line("load --outputs raw")
+    assert spec.inputs_inferred and spec.inputs == ()
 
 
 @pytest.mark.parametrize("line, needle", [
@@ -61,7 +66,7 @@ def test_any_line_gives_options_or_usage_error(line):
     except UsageError as err:
         assert str(err) and "\n" not in str(err)
     else:
-        assert isinstance(result, StepOptions)
+        assert isinstance(result, StepSpec)
 
 
 @settings(max_examples=200, deadline=None)
