@@ -4,28 +4,228 @@
 // `patch` (steps changed since the last flush), `run` (header), `detail` (clicked step),
 // `message` (a validation error), `selected` (set here). Each view keeps its own merged copy
 // of the step states and redraws only the nodes a patch names.
+//
+// In reading order: the states; pure functions deciding what a node, an edge, the header and
+// the panel show (exported for tests/js/); DOM helpers and drawing; DagView, one view and its
+// update loop. Importing the module touches neither `document` nor `location`: node imports it.
 
+// -- states --------------------------------------------------------------------------------
+// mlpipe_jupyter.model.states.StepState with its is_final and is_ok (tests/unit/test_widget_js.py
+// checks every member against the enum), plus `idle`, the widget's own: registered, not run.
+// The only place a state's name is written: code says STATE.running. The CSS has a colour
+// for each (--c-<name>).
+export const STATES = Object.freeze({
+  idle: { final: false, ok: false, widgetOnly: true, label: "not run" },
+  queued: { final: false, ok: false },
+  running: { final: false, ok: false },
+  succeeded: { final: true, ok: true },
+  failed: { final: true, ok: false },
+  cached: { final: true, ok: true },
+  skipped: { final: true, ok: false },
+  cancelled: { final: true, ok: false },
+});
+// each state's name by itself (tests/js/states.test.mjs catches a misspelt one)
+export const STATE = Object.freeze(Object.fromEntries(Object.keys(STATES).map((s) => [s, s])));
+// the header's counts: what is done, what is under way, what went wrong, what never ran
+export const COUNT_ORDER = Object.freeze([STATE.succeeded, STATE.cached, STATE.running,
+  STATE.queued, STATE.failed, STATE.skipped, STATE.cancelled, STATE.idle]);
+
+// states arrive as text from the kernel: an unknown one (a newer mlpipe) is shown by its name
+const isKnown = (state) => Object.hasOwn(STATES, state);
+const known = (state) => (isKnown(state) ? STATES[state] : null);
+export const labelOf = (state) => known(state)?.label ?? state;
+export const isFinal = (state) => Boolean(known(state)?.final);
+export const isOk = (state) => Boolean(known(state)?.ok);
+// over without a usable result: the steps after it are blocked
+export const isBad = (state) => isFinal(state) && !isOk(state);
+
+const LOG_TAIL = 40; // widget.py sends at most this many lines of a step's log
+
+// -- what each part shows (pure) -----------------------------------------------------------
+export function fmtDuration(seconds) {
+  if (seconds === null || seconds === undefined || !isFinite(seconds)) return "";
+  if (seconds < 60) return `${seconds.toFixed(1)}s`;
+  const s = Math.round(seconds);
+  if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
+  return `${Math.floor(s / 3600)}h ${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`;
+}
+
+export function clip(text, max) {
+  return text && text.length > max ? text.slice(0, max - 1) + "…" : text || "";
+}
+
+export const shortRun = (id) => (id ? id.split("-").pop() : "");
+
+// seconds a step took, or has taken so far at `now` (kernel time); null before it started
+export function stepDuration(rec, now) {
+  if (!rec || !rec.started) return null;
+  return (rec.finished || now) - rec.started;
+}
+
+// a node's second line; `outputs` are the step's declared outputs (shown before it runs)
+export function stepSubtitle(rec, outputs, now) {
+  const st = rec.state;
+  const took = () => fmtDuration(stepDuration(rec, now));
+  switch (st) {
+    case STATE.idle: {
+      const outs = (outputs || []).join(", ");
+      return outs ? `→ ${outs}` : "no outputs";
+    }
+    case STATE.queued:
+      return labelOf(st);
+    case STATE.running: { // cells done, not the state: the spinner and the colour show it
+      const cells = rec.total ? `${rec.done}/${rec.total} cells · ` : `${labelOf(st)} · `;
+      const attempt = rec.attempt > 1 ? ` · try ${rec.attempt}` : "";
+      return `${cells}${took()}${attempt}`;
+    }
+    case STATE.cached:
+      return rec.reused_from ? `reused from …${shortRun(rec.reused_from)}` : labelOf(st);
+    case STATE.skipped:
+    case STATE.cancelled: {
+      const why = (rec.reason || "").replace(/^upstream /, "");
+      return `${labelOf(st)}${why ? " · " + why : ""}`;
+    }
+    default:
+      return `${labelOf(st)} · ${took()}`;
+  }
+}
+
+export function stepTooltip(name, rec) {
+  const why = rec.error || rec.reason;
+  return `${name}: ${labelOf(rec.state)}${why ? "\n" + why : ""}`;
+}
+
+// the share of a running step's cells done: its progress bar
+export function progress(rec) {
+  return rec.state === STATE.running && rec.total ? rec.done / rec.total : 0;
+}
+
+// merges a `patch` trait's steps into a view's copy, field by field as widget.py's protocol
+// says; returns the names of the steps it changed
+export function mergePatch(steps, patched) {
+  const changed = Object.keys(patched || {});
+  for (const name of changed) steps[name] = { ...(steps[name] || {}), ...patched[name] };
+  return changed;
+}
+
+// one smooth path through the routed points: vertical tangents at every point
+export function edgePath(points) {
+  let d = `M${points[0][0]},${points[0][1]}`;
+  for (let i = 1; i < points.length; i++) {
+    const [x0, y0] = points[i - 1];
+    const [x1, y1] = points[i];
+    if (x0 === x1) d += `L${x1},${y1}`;
+    else {
+      const my = (y0 + y1) / 2;
+      d += `C${x0},${my} ${x1},${my} ${x1},${y1}`;
+    }
+  }
+  return d;
+}
+
+// an edge's look (data-flow) from the states at its two ends
+export function edgeFlow(source, target) {
+  if (isBad(source)) return "blocked";
+  if (isOk(source)) return target === STATE.running ? "active" : "done";
+  return "pending";
+}
+
+// "3 succeeded · 1 running" for the states of all steps, in COUNT_ORDER
+export function countsText(states) {
+  const tally = {};
+  for (const st of states) tally[st] = (tally[st] || 0) + 1;
+  return COUNT_ORDER.filter((s) => tally[s]).map((s) => `${tally[s]} ${labelOf(s)}`).join(" · ");
+}
+
+// everything the header shows for the `run` trait; `states` are the steps' states
+export function headerOf(run, graph, states, now) {
+  const state = run.state || STATE.idle;
+  const final = isFinal(state);
+  const live = Boolean(run.id) && !final;
+  const name = graph.title ? `${graph.title}` : "pipeline";
+  const elapsed = run.started ? " · " + fmtDuration((run.finished || now) - run.started) : "";
+  let note = "";
+  if (run.error) note = run.error;
+  else if (run.waiting && live) note = "The kernel is waiting for this run: interrupt the kernel (■) to cancel it.";
+  else if (live && run.log) note = run.log;
+  else if (final && run.reason) note = run.reason;
+  return {
+    state,
+    badge: labelOf(state),
+    title: run.id ? `${name} · run ${run.id}` : name,
+    counts: countsText(states) + elapsed,
+    // Cancel while the run lives, Retry once it is over
+    cancel: {
+      hidden: !live, disabled: Boolean(run.cancelling),
+      text: run.cancelling ? "Cancelling…" : "Cancel",
+    },
+    retry: {
+      hidden: !run.id || live || !run.can_retry, disabled: !run.can_retry || Boolean(run.retrying),
+      text: run.retrying && !live ? "Retrying…" : "Retry failed",
+    },
+    note,
+    warn: Boolean(run.error) || (final && state !== STATE.succeeded),
+  };
+}
+
+// the [term, value] pairs under a step's name in its panel (`d`: the `detail` trait)
+export function panelFacts(d, now) {
+  const facts = [];
+  const took = stepDuration(d, now);
+  if (took !== null && d.state !== STATE.cached) facts.push(["Duration", fmtDuration(took)]);
+  if (d.state === STATE.running && d.total) facts.push(["Progress", `${d.done}/${d.total} cells`]);
+  if (d.attempt > 1 && d.state !== STATE.failed) facts.push(["Attempt", String(d.attempt)]);
+  if (d.state === STATE.cached) facts.push(["Cache", d.reason || "reused"]);
+  else if (d.reason && !d.error && d.state !== STATE.idle) {
+    facts.push([isBad(d.state) ? "Why" : "Ran because", d.reason]);
+  }
+  if (d.state === STATE.failed && d.attempt > 1) facts.push(["Tries", `failed ${d.attempt} times`]);
+  const outs = Object.keys(d.outputs || {});
+  if (outs.length) facts.push(["Outputs", outs.join(", ")]);
+  return facts;
+}
+
+// a step's error in the panel: a head line, where it happened (null: no such line), traceback
+export function errorSummary(error) {
+  // "step `x` failed in the step code, line 3: E: v" -> "in the step code, line 3"
+  const at = /failed in (.+?): /.exec(error.message || "");
+  const where = at ? `in ${at[1]}` : error.cell ? `in ${error.cell}` : "";
+  return {
+    head: (error.ename ? `${error.ename}: ${error.evalue || ""}` : error.message) || "",
+    where: error.ename ? where || error.message || "" : null,
+    // IPython's traceback opens with a rule of dashes: noise in a narrow panel
+    trace: error.traceback ? error.traceback.replace(/^-{20,}\n/, "") : null,
+  };
+}
+
+export function logSection(d) {
+  const lines = d.log || [];
+  const quiet = isFinal(d.state) ? "(the step printed nothing)" : "(no output yet)";
+  return {
+    title: lines.length >= LOG_TAIL ? `Log (last ${LOG_TAIL} lines)` : "Log",
+    text: lines.length ? lines.join("\n") : quiet,
+  };
+}
+
+// `/lab/tree/<dir>/<notebook>` (also workspaces, /doc/tree, Notebook 7's /notebooks):
+// a path relative to the notebook's directory as a document URL and a contents-API URL
+export function documentUrls(rel, pathname = location.pathname) {
+  const m = pathname.match(/^(.*?\/)((?:lab|doc)(?:\/workspaces\/[^/]+)?\/tree|notebooks)\/(.+)$/);
+  if (!m || !rel) return null;
+  const [, base, route, nbPath] = m;
+  const parts = nbPath.split("/").slice(0, -1);
+  for (const seg of rel.split("/")) {
+    if (seg === "..") {
+      if (!parts.length) return null;
+      parts.pop();
+    } else if (seg && seg !== ".") parts.push(encodeURIComponent(seg));
+  }
+  const path = parts.join("/");
+  return { href: `${base}${route}/${path}`, api: `${base}api/contents/${path}?content=0` };
+}
+
+// -- DOM helpers ---------------------------------------------------------------------------
 const SVG = "http://www.w3.org/2000/svg";
-const STATE_LABEL = {
-  idle: "not run", queued: "queued", running: "running", succeeded: "succeeded",
-  failed: "failed", cached: "cached", skipped: "skipped", cancelled: "cancelled",
-};
-const OK = new Set(["succeeded", "cached"]);
-const FINAL = new Set(["succeeded", "failed", "cached", "skipped", "cancelled"]);
-const BAD = new Set(["failed", "skipped", "cancelled"]);
-
-// icons drawn in a 20x20 box centred on (0, 0): no font glyphs needed
-const ICONS = {
-  idle: '<circle r="8" class="ring" stroke-dasharray="3 2.2"/>',
-  queued: '<circle r="8" class="ring"/><path class="hand" d="M0,-4.5V0H3.5"/>',
-  running: '<circle r="8" class="ring faint"/><path class="spin" d="M0,-8A8,8 0 0 1 8,0"/>',
-  succeeded: '<circle r="9" class="disc"/><path class="mark" d="M-4.2,0.3L-1.2,3.3L4.4,-3"/>',
-  failed: '<circle r="9" class="disc"/><path class="mark" d="M-3.4,-3.4L3.4,3.4M3.4,-3.4L-3.4,3.4"/>',
-  cached: '<circle r="9" class="disc"/><path class="mark" d="M3.9,-2.3A4.5,4.5 0 1 0 4.3,1.6"/>' +
-    '<path class="mark fill" d="M1.6,-3.4L5.4,-4.6L5.0,-0.6Z"/>',
-  skipped: '<circle r="9" class="disc"/><path class="mark" d="M-4.5,-3.5L-0.8,0L-4.5,3.5M0.6,-3.5L4.3,0L0.6,3.5"/>',
-  cancelled: '<circle r="9" class="disc"/><rect class="mark fill" x="-3.2" y="-3.2" width="6.4" height="6.4" rx="1"/>',
-};
 
 function el(tag, attrs = {}, parent = null, ns = null) {
   const node = ns ? document.createElementNS(ns, tag) : document.createElement(tag);
@@ -37,18 +237,6 @@ function el(tag, attrs = {}, parent = null, ns = null) {
   return node;
 }
 const svg = (tag, attrs, parent) => el(tag, attrs, parent, SVG);
-
-export function fmtDuration(seconds) {
-  if (seconds === null || seconds === undefined || !isFinite(seconds)) return "";
-  if (seconds < 60) return `${seconds.toFixed(1)}s`;
-  const s = Math.round(seconds);
-  if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
-  return `${Math.floor(s / 3600)}h ${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`;
-}
-
-function clip(text, max) {
-  return text && text.length > max ? text.slice(0, max - 1) + "…" : text || "";
-}
 
 // the longest prefix of `full` that fits `width` pixels (measured; by characters when the
 // view is not laid out, e.g. in a hidden tab)
@@ -72,44 +260,23 @@ function fitText(node, full, width, perChar = 6.4) {
   node.textContent = full.slice(0, lo) + "…";
 }
 
-const shortRun = (id) => (id ? id.split("-").pop() : "");
-
-// one smooth path through the routed points: vertical tangents at every point
-function edgePath(points) {
-  let d = `M${points[0][0]},${points[0][1]}`;
-  for (let i = 1; i < points.length; i++) {
-    const [x0, y0] = points[i - 1];
-    const [x1, y1] = points[i];
-    if (x0 === x1) d += `L${x1},${y1}`;
-    else {
-      const my = (y0 + y1) / 2;
-      d += `C${x0},${my} ${x1},${my} ${x1},${y1}`;
-    }
-  }
-  return d;
-}
-
-// `/lab/tree/<dir>/<notebook>` (also workspaces, /doc/tree, Notebook 7's /notebooks):
-// a path relative to the notebook's directory as a document URL and a contents-API URL
-export function documentUrls(rel, pathname = location.pathname) {
-  const m = pathname.match(/^(.*?\/)((?:lab|doc)(?:\/workspaces\/[^/]+)?\/tree|notebooks)\/(.+)$/);
-  if (!m || !rel) return null;
-  const [, base, route, nbPath] = m;
-  const parts = nbPath.split("/").slice(0, -1);
-  for (const seg of rel.split("/")) {
-    if (seg === "..") {
-      if (!parts.length) return null;
-      parts.pop();
-    } else if (seg && seg !== ".") parts.push(encodeURIComponent(seg));
-  }
-  const path = parts.join("/");
-  return { href: `${base}${route}/${path}`, api: `${base}api/contents/${path}?content=0` };
-}
-
 // handled by mlpipe's JupyterLab extension (labextension/src/index.ts)
 const OPEN_EVENT = "mlpipe:open-notebook";
 
-let views = 0; // unique ids for each view's SVG defs
+// icons drawn in a 20x20 box centred on (0, 0): no font glyphs needed
+const ICONS = {
+  [STATE.idle]: '<circle r="8" class="ring" stroke-dasharray="3 2.2"/>',
+  [STATE.queued]: '<circle r="8" class="ring"/><path class="hand" d="M0,-4.5V0H3.5"/>',
+  [STATE.running]: '<circle r="8" class="ring faint"/><path class="spin" d="M0,-8A8,8 0 0 1 8,0"/>',
+  [STATE.succeeded]: '<circle r="9" class="disc"/><path class="mark" d="M-4.2,0.3L-1.2,3.3L4.4,-3"/>',
+  [STATE.failed]: '<circle r="9" class="disc"/><path class="mark" d="M-3.4,-3.4L3.4,3.4M3.4,-3.4L-3.4,3.4"/>',
+  [STATE.cached]: '<circle r="9" class="disc"/><path class="mark" d="M3.9,-2.3A4.5,4.5 0 1 0 4.3,1.6"/>' +
+    '<path class="mark fill" d="M1.6,-3.4L5.4,-4.6L5.0,-0.6Z"/>',
+  [STATE.skipped]: '<circle r="9" class="disc"/><path class="mark" d="M-4.5,-3.5L-0.8,0L-4.5,3.5M0.6,-3.5L4.3,0L0.6,3.5"/>',
+  [STATE.cancelled]: '<circle r="9" class="disc"/><rect class="mark fill" x="-3.2" y="-3.2" width="6.4" height="6.4" rx="1"/>',
+};
+export const iconOf = (state) => (isKnown(state) ? ICONS[state] : ICONS[STATE.idle]);
+
 const probes = new Map(); // contents-API URL -> Promise<status>
 function probe(api) {
   if (!probes.has(api)) {
@@ -119,7 +286,9 @@ function probe(api) {
   return probes.get(api);
 }
 
-function render({ model, el: host }) {
+// -- drawing -------------------------------------------------------------------------------
+// the frame of a view: header (badge, title, counts, buttons), note, message, graph and panel
+function drawShell(host) {
   const root = el("div", { class: "mlpipe-dag" }, host);
   const header = el("div", { class: "mp-header" }, root);
   const badge = el("span", { class: "mp-badge" }, header);
@@ -134,214 +303,252 @@ function render({ model, el: host }) {
   const body = el("div", { class: "mp-body" }, root);
   const canvas = el("div", { class: "mp-canvas" }, body);
   const panel = el("div", { class: "mp-panel", hidden: true }, body);
+  return { root, badge, title, counts, fitBtn, cancelBtn, retryBtn, note, message, body, canvas, panel };
+}
 
-  const viewId = ++views;
-  let steps = {};
-  let clockOffset = 0; // kernel time minus browser time, in seconds
-  let fit = true;
-  const nodes = new Map(); // step -> {group, box, icon, label, sub, bar, tip, state}
-  const edges = []; // {path, label, source, target}
-  let traceOpen = false; // the panel is redrawn as logs arrive: keep what the user opened
-  let panelClock = null; // the panel's duration of a running step, ticked with the nodes
-
-  const now = () => Date.now() / 1000 + clockOffset;
-  const syncClock = (kernelNow) => {
-    if (kernelNow) clockOffset = kernelNow - Date.now() / 1000;
+// the SVG of a laid-out graph (layout.py): edges, then their labels, then nodes on top
+function drawSvg(canvas, g, viewId) {
+  const root = svg("svg", {
+    class: "mp-svg fit", viewBox: `0 0 ${g.width} ${g.height}`, width: g.width,
+    role: "img", "aria-label": `pipeline DAG with ${g.nodes.length} steps`,
+  }, canvas);
+  const defs = svg("defs", {}, root);
+  const marker = svg("marker", {
+    id: `mp-arrow-${viewId}`,
+    viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse",
+  }, defs);
+  svg("path", { d: "M0,1L9,5L0,9Z", class: "mp-arrowhead" }, marker);
+  return {
+    marker: marker.id,
+    edges: svg("g", { class: "mp-edges" }, root),
+    labels: svg("g", { class: "mp-labels" }, root),
+    nodes: svg("g", { class: "mp-nodes" }, root),
   };
+}
 
-  function duration(rec) {
-    if (!rec || !rec.started) return null;
-    return (rec.finished || now()) - rec.started;
+function drawEdge(layers, e, labelled) {
+  const path = svg("path", {
+    class: "mp-edge", d: edgePath(e.points), "marker-end": `url(#${layers.marker})`,
+    "data-source": e.source, "data-target": e.target,
+  }, layers.edges);
+  const full = e.artifacts.join(", ");
+  if (e.artifacts.length) svg("title", { text: `${e.source} → ${e.target}: ${full}` }, path);
+  let label = null;
+  if (e.artifacts.length && labelled) {
+    const wrap = svg("g", {}, layers.labels);
+    svg("title", { text: `${e.source} → ${e.target}: ${full}` }, wrap);
+    label = svg("text", { class: "mp-edge-label", x: e.label[0], y: e.label[1] + 4, text: clip(full, 26) }, wrap);
+  }
+  return { path, label, source: e.source, target: e.target };
+}
+
+// a step's node; its content is filled in by DagView.updateNode
+function drawNode(layer, n) {
+  const group = svg("g", {
+    class: "mp-node", transform: `translate(${n.x},${n.y})`, tabindex: 0,
+    role: "button", "data-step": n.name,
+  }, layer);
+  const tip = svg("title", {}, group);
+  const box = svg("rect", { class: "mp-box", width: n.w, height: n.h, rx: 10, "data-step": n.name }, group);
+  const icon = svg("g", { class: "mp-icon", transform: "translate(21,22)" }, group);
+  const label = svg("text", { class: "mp-name", x: 38, y: 26 }, group);
+  const sub = svg("text", { class: "mp-sub", x: 38, y: 44 }, group);
+  svg("rect", { class: "mp-track", x: 12, y: n.h - 8, width: n.w - 24, height: 3, rx: 1.5 }, group);
+  const bar = svg("rect", { class: "mp-bar", x: 12, y: n.h - 8, width: 0, height: 3, rx: 1.5 }, group);
+  return { n, group, box, icon, sub, bar, tip, label, state: null };
+}
+
+// the panel's error box; `traceOpen` and `onToggle` keep the traceback open across redraws
+function drawError(panel, error, traceOpen, onToggle) {
+  const box = el("div", { class: "mp-error" }, panel);
+  const { head, where, trace } = errorSummary(error);
+  el("div", { class: "mp-error-head", text: head }, box);
+  if (where !== null) el("div", { class: "mp-error-msg", text: where }, box);
+  if (trace !== null) {
+    const det = el("details", { open: traceOpen }, box);
+    det.addEventListener("toggle", () => onToggle(det.open));
+    el("summary", { text: "Traceback" }, det);
+    el("pre", { class: "mp-trace", text: trace }, det);
+  }
+}
+
+// the executed notebook: a link that opens it where the page can, its path in any case
+function drawLinks(panel, nb) {
+  const links = el("div", { class: "mp-links" }, panel);
+  if (!nb.exists) {
+    el("span", { class: "mp-muted", text: "The executed notebook appears here once the step runs." }, links);
+    return;
+  }
+  const urls = documentUrls(nb.href);
+  const path = el("code", { class: "mp-path", text: nb.path, title: "executed notebook" }, links);
+  // not in JupyterLab or Notebook 7 (VS Code, ...), or outside the server's root: the path
+  // is what we have
+  if (!urls) return;
+  if (document.body.dataset.mlpipeRecords) {
+    // our JupyterLab extension opens records (hidden under .mlpipe) in a read-only tab
+    const a = el("a", { class: "mp-open", href: urls.href, target: "_blank", rel: "noopener", text: "Open executed notebook" });
+    a.addEventListener("click", (e) => {
+      const ask = new CustomEvent(OPEN_EVENT, { bubbles: true, cancelable: true, detail: { path: nb.href } });
+      if (!a.dispatchEvent(ask)) e.preventDefault();
+    });
+    links.insertBefore(a, path);
+    return;
+  }
+  const a = el("a", { class: "mp-open", href: urls.href, target: "_blank", rel: "noopener", text: "Open executed notebook ↗" });
+  links.insertBefore(a, path);
+  probe(urls.api).then((status) => {
+    if (status === 404 || status === 403) {
+      a.remove();
+      el("div", {
+        class: "mp-hint",
+        text: "This Jupyter server does not serve files under .mlpipe (it hides dot-folders by " +
+          "default) and mlpipe's JupyterLab extension is not loaded: install mlpipe-jupyter in " +
+          "the server's environment, or open the file above.",
+      }, links);
+    }
+  });
+}
+
+// -- one view ------------------------------------------------------------------------------
+let views = 0; // unique ids for each view's SVG defs
+
+// One rendering of the model (a notebook may show a widget more than once): its elements, its
+// merged copy of the steps, and the updates that keep them in step with the model's traits.
+class DagView {
+  constructor(model, host) {
+    this.model = model;
+    this.id = ++views;
+    this.ui = drawShell(host);
+    this.steps = {};
+    this.clockOffset = 0; // kernel time minus browser time, in seconds
+    this.fit = true;
+    this.nodes = new Map(); // step -> drawNode's entry, with the state it shows
+    this.edges = []; // drawEdge's entries
+    this.traceOpen = false; // the panel is redrawn as logs arrive: keep what the user opened
+    this.panelClock = null; // the panel's duration of a running step, ticked with the nodes
   }
 
-  function subtitle(name, rec, node) {
-    const st = rec.state;
-    if (st === "idle") {
-      const outs = (node.outputs || []).join(", ");
-      return outs ? `→ ${outs}` : "no outputs";
-    }
-    if (st === "queued") return "queued";
-    if (st === "running") { // the spinner and the colour say "running"
-      const cells = rec.total ? `${rec.done}/${rec.total} cells · ` : "running · ";
-      const attempt = rec.attempt > 1 ? ` · try ${rec.attempt}` : "";
-      return `${cells}${fmtDuration(duration(rec))}${attempt}`;
-    }
-    if (st === "cached") return rec.reused_from ? `reused from …${shortRun(rec.reused_from)}` : "cached";
-    if (st === "skipped" || st === "cancelled") {
-      const why = (rec.reason || "").replace(/^upstream /, "");
-      return `${st}${why ? " · " + why : ""}`;
-    }
-    return `${STATE_LABEL[st] || st} · ${fmtDuration(duration(rec))}`;
+  now() { return Date.now() / 1000 + this.clockOffset; }
+
+  syncClock(kernelNow) {
+    if (kernelNow) this.clockOffset = kernelNow - Date.now() / 1000;
   }
 
-  function drawGraph() {
-    const g = model.get("graph") || {};
+  stateOf(name) { return (this.steps[name] || {}).state; }
+
+  select(name) {
+    this.model.set("selected", name);
+    this.model.save_changes();
+  }
+
+  drawGraph() {
+    const { canvas } = this.ui;
+    const g = this.model.get("graph") || {};
     canvas.textContent = "";
-    nodes.clear();
-    edges.length = 0;
+    this.nodes.clear();
+    this.edges.length = 0;
     if (!(g.nodes || []).length) {
-      if (!model.get("message")) {
+      if (!this.model.get("message")) {
         el("div", { class: "mp-empty", text: "No steps registered yet: run your %%step cells first." }, canvas);
       }
       return;
     }
-    const root = svg("svg", {
-      class: "mp-svg fit", viewBox: `0 0 ${g.width} ${g.height}`, width: g.width,
-      role: "img", "aria-label": `pipeline DAG with ${g.nodes.length} steps`,
-    }, canvas);
-    const defs = svg("defs", {}, root);
-    const marker = svg("marker", {
-      id: `mp-arrow-${viewId}`,
-      viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse",
-    }, defs);
-    svg("path", { d: "M0,1L9,5L0,9Z", class: "mp-arrowhead" }, marker);
-    const edgeLayer = svg("g", { class: "mp-edges" }, root);
-    const labelLayer = svg("g", { class: "mp-labels" }, root);
-    const nodeLayer = svg("g", { class: "mp-nodes" }, root);
+    const layers = drawSvg(canvas, g, this.id);
     // past a few dozen edges the labels only clutter: each edge still names them on hover
     const labelled = g.edges.length <= 60;
-    for (const e of g.edges) {
-      const path = svg("path", {
-        class: "mp-edge", d: edgePath(e.points), "marker-end": `url(#${marker.id})`,
-        "data-source": e.source, "data-target": e.target,
-      }, edgeLayer);
-      if (e.artifacts.length) svg("title", { text: `${e.source} → ${e.target}: ${e.artifacts.join(", ")}` }, path);
-      let label = null;
-      if (e.artifacts.length && labelled) {
-        const full = e.artifacts.join(", ");
-        const wrap = svg("g", {}, labelLayer);
-        svg("title", { text: `${e.source} → ${e.target}: ${full}` }, wrap);
-        label = svg("text", { class: "mp-edge-label", x: e.label[0], y: e.label[1] + 4, text: clip(full, 26) }, wrap);
-      }
-      edges.push({ path, label, source: e.source, target: e.target });
-    }
+    for (const e of g.edges) this.edges.push(drawEdge(layers, e, labelled));
     for (const n of g.nodes) {
-      const group = svg("g", {
-        class: "mp-node", transform: `translate(${n.x},${n.y})`, tabindex: 0,
-        role: "button", "data-step": n.name,
-      }, nodeLayer);
-      const tip = svg("title", {}, group);
-      const box = svg("rect", { class: "mp-box", width: n.w, height: n.h, rx: 10, "data-step": n.name }, group);
-      const icon = svg("g", { class: "mp-icon", transform: "translate(21,22)" }, group);
-      const label = svg("text", { class: "mp-name", x: 38, y: 26 }, group);
-      const sub = svg("text", { class: "mp-sub", x: 38, y: 44 }, group);
-      svg("rect", { class: "mp-track", x: 12, y: n.h - 8, width: n.w - 24, height: 3, rx: 1.5 }, group);
-      const bar = svg("rect", { class: "mp-bar", x: 12, y: n.h - 8, width: 0, height: 3, rx: 1.5 }, group);
-      const entry = { n, group, box, icon, sub, bar, tip, label, state: null };
-      nodes.set(n.name, entry);
-      const select = () => {
-        model.set("selected", model.get("selected") === n.name ? "" : n.name);
-        model.save_changes();
-      };
-      group.addEventListener("click", select);
-      group.addEventListener("keydown", (ev) => {
-        if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); select(); }
+      const entry = drawNode(layers.nodes, n);
+      this.nodes.set(n.name, entry);
+      const toggle = () => this.select(this.model.get("selected") === n.name ? "" : n.name);
+      entry.group.addEventListener("click", toggle);
+      entry.group.addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); toggle(); }
       });
     }
-    applyFit();
-    for (const name of nodes.keys()) updateNode(name);
-    updateEdges();
-    markSelected();
+    this.applyFit();
+    for (const name of this.nodes.keys()) this.updateNode(name);
+    this.updateEdges();
+    this.markSelected();
   }
 
-  function applyFit() {
+  applyFit() {
+    const { canvas, body, fitBtn } = this.ui;
     const s = canvas.querySelector("svg");
-    const g = model.get("graph") || {};
+    const g = this.model.get("graph") || {};
     // the toggle only matters for a graph wider than the space it has
-    fitBtn.hidden = !s || (fit && g.width <= body.clientWidth);
+    fitBtn.hidden = !s || (this.fit && g.width <= body.clientWidth);
     if (!s) return;
     // natural size; "fit" lets CSS scale it down to the width available, "1:1" scrolls
     s.setAttribute("width", g.width);
-    s.classList.toggle("fit", fit);
-    fitBtn.textContent = fit ? "1:1" : "Fit";
+    s.classList.toggle("fit", this.fit);
+    fitBtn.textContent = this.fit ? "1:1" : "Fit";
   }
 
-  function updateNode(name) {
-    const entry = nodes.get(name);
+  updateNode(name) {
+    const entry = this.nodes.get(name);
     if (!entry) return;
-    const rec = steps[name] || { state: "idle" };
+    const rec = this.steps[name] || { state: STATE.idle };
     const st = rec.state;
     if (entry.state !== st) {
       entry.state = st;
       entry.group.setAttribute("data-state", st);
       entry.box.setAttribute("data-state", st);
-      entry.icon.innerHTML = ICONS[st] || ICONS.idle;
+      entry.icon.innerHTML = iconOf(st);
     }
     if (entry.label.textContent === "") fitText(entry.label, name, entry.n.w - 48, 7.6);
-    fitText(entry.sub, subtitle(name, rec, entry.n), entry.n.w - 48);
-    const frac = st === "running" && rec.total ? rec.done / rec.total : 0;
-    entry.bar.setAttribute("width", Math.max(0, (entry.n.w - 24) * frac));
-    const why = rec.error || rec.reason;
-    entry.tip.textContent = `${name}: ${STATE_LABEL[st] || st}${why ? "\n" + why : ""}`;
+    fitText(entry.sub, stepSubtitle(rec, entry.n.outputs, this.now()), entry.n.w - 48);
+    entry.bar.setAttribute("width", Math.max(0, (entry.n.w - 24) * progress(rec)));
+    entry.tip.textContent = stepTooltip(name, rec);
   }
 
-  function updateEdges() {
-    for (const e of edges) {
-      const src = (steps[e.source] || {}).state;
-      const dst = (steps[e.target] || {}).state;
-      let flow = "pending";
-      if (BAD.has(src)) flow = "blocked";
-      else if (OK.has(src)) flow = dst === "running" ? "active" : "done";
+  updateEdges() {
+    for (const e of this.edges) {
+      const flow = edgeFlow(this.stateOf(e.source), this.stateOf(e.target));
       e.path.setAttribute("data-flow", flow);
       if (e.label) e.label.setAttribute("data-flow", flow);
     }
   }
 
-  function markSelected() {
-    const sel = model.get("selected");
-    for (const [name, entry] of nodes) entry.group.classList.toggle("selected", name === sel);
+  markSelected() {
+    const sel = this.model.get("selected");
+    for (const [name, entry] of this.nodes) entry.group.classList.toggle("selected", name === sel);
   }
 
-  function updateHeader() {
-    const run = model.get("run") || {};
-    const g = model.get("graph") || {};
-    const state = run.state || "idle";
-    root.setAttribute("data-run-state", state);
-    badge.setAttribute("data-state", state);
-    badge.textContent = state === "idle" ? "not run" : state;
-    const name = g.title ? `${g.title}` : "pipeline";
-    title.textContent = run.id ? `${name} · run ${run.id}` : name;
-    const tally = {};
-    for (const n of nodes.keys()) {
-      const st = (steps[n] || {}).state || "idle";
-      tally[st] = (tally[st] || 0) + 1;
+  updateHeader() {
+    const ui = this.ui;
+    const states = [...this.nodes.keys()].map((n) => this.stateOf(n) || STATE.idle);
+    const h = headerOf(this.model.get("run") || {}, this.model.get("graph") || {}, states, this.now());
+    ui.root.setAttribute("data-run-state", h.state);
+    ui.badge.setAttribute("data-state", h.state);
+    ui.badge.textContent = h.badge;
+    ui.title.textContent = h.title;
+    ui.counts.textContent = h.counts;
+    for (const [button, look] of [[ui.cancelBtn, h.cancel], [ui.retryBtn, h.retry]]) {
+      button.hidden = look.hidden;
+      button.disabled = look.disabled;
+      button.textContent = look.text;
     }
-    const order = ["succeeded", "cached", "running", "queued", "failed", "skipped", "cancelled", "idle"];
-    const parts = order.filter((s) => tally[s]).map((s) => `${tally[s]} ${STATE_LABEL[s]}`);
-    let elapsed = "";
-    if (run.started) elapsed = " · " + fmtDuration((run.finished || now()) - run.started);
-    counts.textContent = parts.join(" · ") + elapsed;
-    const live = Boolean(run.id) && !FINAL.has(state);
-    // Cancel while the run lives, Retry once it is over
-    cancelBtn.hidden = !live;
-    cancelBtn.disabled = Boolean(run.cancelling);
-    cancelBtn.textContent = run.cancelling ? "Cancelling…" : "Cancel";
-    retryBtn.hidden = !run.id || live || !run.can_retry;
-    retryBtn.disabled = !run.can_retry || Boolean(run.retrying);
-    retryBtn.textContent = run.retrying && !live ? "Retrying…" : "Retry failed";
-    let text = "";
-    if (run.error) text = run.error;
-    else if (run.waiting && live) text = "The kernel is waiting for this run: interrupt the kernel (■) to cancel it.";
-    else if (live && run.log) text = run.log;
-    else if (FINAL.has(state) && run.reason) text = run.reason;
-    note.textContent = text;
-    note.hidden = !text;
-    note.classList.toggle("mp-warn", Boolean(run.error) || (FINAL.has(state) && state !== "succeeded"));
+    ui.note.textContent = h.note;
+    ui.note.hidden = !h.note;
+    ui.note.classList.toggle("mp-warn", h.warn);
   }
 
-  function updateMessage() {
-    const text = model.get("message");
+  updateMessage() {
+    const { message } = this.ui;
+    const text = this.model.get("message");
     message.textContent = text ? `Cannot draw the pipeline: ${text}` : "";
     message.hidden = !text;
   }
 
-  function renderPanel() {
-    const d = model.get("detail") || {};
-    const sel = model.get("selected");
+  renderPanel() {
+    const { panel } = this.ui;
+    const d = this.model.get("detail") || {};
+    const sel = this.model.get("selected");
     const oldLog = panel.querySelector(".mp-log");
     const followLog = !oldLog || oldLog.scrollTop + oldLog.clientHeight >= oldLog.scrollHeight - 4;
     panel.textContent = "";
-    panelClock = null;
+    this.panelClock = null;
     if (!sel || d.step !== sel) {
       panel.hidden = true;
       return;
@@ -349,153 +556,101 @@ function render({ model, el: host }) {
     panel.hidden = false;
     const head = el("div", { class: "mp-panel-head" }, panel);
     const icon = svg("svg", { class: "mp-panel-icon", viewBox: "-10 -10 20 20", width: 18, height: 18, "data-state": d.state }, head);
-    icon.innerHTML = ICONS[d.state] || ICONS.idle;
+    icon.innerHTML = iconOf(d.state);
     el("b", { text: d.step }, head);
-    el("span", { class: "mp-badge", "data-state": d.state, text: STATE_LABEL[d.state] || d.state }, head);
+    el("span", { class: "mp-badge", "data-state": d.state, text: labelOf(d.state) }, head);
     el("span", { class: "mp-spacer" }, head);
     const close = el("button", { class: "mp-btn mp-close", type: "button", title: "Close", text: "×" }, head);
-    close.addEventListener("click", () => { model.set("selected", ""); model.save_changes(); });
+    close.addEventListener("click", () => this.select(""));
 
-    const facts = [];
-    const took = duration(d);
-    if (took !== null && d.state !== "cached") facts.push(["Duration", fmtDuration(took)]);
-    if (d.state === "running" && d.total) facts.push(["Progress", `${d.done}/${d.total} cells`]);
-    if (d.attempt > 1 && d.state !== "failed") facts.push(["Attempt", String(d.attempt)]);
-    if (d.state === "cached") facts.push(["Cache", d.reason || "reused"]);
-    else if (d.reason && !d.error && d.state !== "idle") facts.push([BAD.has(d.state) ? "Why" : "Ran because", d.reason]);
-    if (d.state === "failed" && d.attempt > 1) facts.push(["Tries", `failed ${d.attempt} times`]);
-    const outs = Object.keys(d.outputs || {});
-    if (outs.length) facts.push(["Outputs", outs.join(", ")]);
+    const facts = panelFacts(d, this.now());
     if (facts.length) {
       const dl = el("dl", { class: "mp-facts" }, panel);
       for (const [k, v] of facts) {
         el("dt", { text: k }, dl);
         const dd = el("dd", { text: v }, dl);
-        if (k === "Duration" && d.state === "running") panelClock = { dd, d };
+        if (k === "Duration" && d.state === STATE.running) this.panelClock = { dd, d };
       }
     }
-    if (d.error) {
-      const box = el("div", { class: "mp-error" }, panel);
-      // "step `x` failed in the step code, line 3: E: v" -> "in the step code, line 3"
-      const at = /failed in (.+?): /.exec(d.error.message || "");
-      const where = at ? `in ${at[1]}` : d.error.cell ? `in ${d.error.cell}` : "";
-      const head = d.error.ename ? `${d.error.ename}: ${d.error.evalue || ""}` : d.error.message;
-      el("div", { class: "mp-error-head", text: head }, box);
-      if (d.error.ename && where) el("div", { class: "mp-error-msg", text: where }, box);
-      else if (d.error.ename) el("div", { class: "mp-error-msg", text: d.error.message }, box);
-      if (d.error.traceback) {
-        const det = el("details", { open: traceOpen }, box);
-        det.addEventListener("toggle", () => { traceOpen = det.open; });
-        el("summary", { text: "Traceback" }, det);
-        // IPython's traceback opens with a rule of dashes: noise in a narrow panel
-        el("pre", { class: "mp-trace", text: d.error.traceback.replace(/^-{20,}\n/, "") }, det);
-      }
-    }
-    const lines = d.log || [];
-    el("div", { class: "mp-section", text: lines.length >= 40 ? "Log (last 40 lines)" : "Log" }, panel);
-    const quiet = FINAL.has(d.state) ? "(the step printed nothing)" : "(no output yet)";
-    const log = el("pre", { class: "mp-log", text: lines.length ? lines.join("\n") : quiet }, panel);
+    if (d.error) drawError(panel, d.error, this.traceOpen, (open) => { this.traceOpen = open; });
+    const { title, text } = logSection(d);
+    el("div", { class: "mp-section", text: title }, panel);
+    const log = el("pre", { class: "mp-log", text }, panel);
     // stay at the newest line, unless the user scrolled up to read
     log.scrollTop = followLog ? log.scrollHeight : oldLog.scrollTop;
-
-    const nb = d.notebook || {};
-    const links = el("div", { class: "mp-links" }, panel);
-    if (!nb.exists) {
-      el("span", { class: "mp-muted", text: "The executed notebook appears here once the step runs." }, links);
-      return;
-    }
-    const urls = documentUrls(nb.href);
-    const path = el("code", { class: "mp-path", text: nb.path, title: "executed notebook" }, links);
-    // not in JupyterLab or Notebook 7 (VS Code, ...), or outside the server's root: the path
-    // is what we have
-    if (!urls) return;
-    if (document.body.dataset.mlpipeRecords) {
-      // our JupyterLab extension opens records (hidden under .mlpipe) in a read-only tab
-      const a = el("a", { class: "mp-open", href: urls.href, target: "_blank", rel: "noopener", text: "Open executed notebook" });
-      a.addEventListener("click", (e) => {
-        const ask = new CustomEvent(OPEN_EVENT, { bubbles: true, cancelable: true, detail: { path: nb.href } });
-        if (!a.dispatchEvent(ask)) e.preventDefault();
-      });
-      links.insertBefore(a, path);
-      return;
-    }
-    const a = el("a", { class: "mp-open", href: urls.href, target: "_blank", rel: "noopener", text: "Open executed notebook ↗" });
-    links.insertBefore(a, path);
-    probe(urls.api).then((status) => {
-      if (status === 404 || status === 403) {
-        a.remove();
-        el("div", {
-          class: "mp-hint",
-          text: "This Jupyter server does not serve files under .mlpipe (it hides dot-folders by " +
-            "default) and mlpipe's JupyterLab extension is not loaded: install mlpipe-jupyter in " +
-            "the server's environment, or open the file above.",
-        }, links);
-      }
-    });
+    drawLinks(panel, d.notebook || {});
   }
 
-  function applySteps(changed) {
-    for (const name of changed) updateNode(name);
-    updateEdges();
-    updateHeader();
+  applySteps(changed) {
+    for (const name of changed) this.updateNode(name);
+    this.updateEdges();
+    this.updateHeader();
   }
-
-  const onGraph = () => { drawGraph(); updateHeader(); };
-  const onSteps = () => { steps = { ...(model.get("steps") || {}) }; applySteps(Object.keys(steps)); };
-  const onPatch = () => {
-    const p = model.get("patch") || {};
-    syncClock(p.now);
-    const changed = Object.keys(p.steps || {});
-    for (const name of changed) steps[name] = { ...(steps[name] || {}), ...p.steps[name] };
-    applySteps(changed);
-  };
-  const onSelected = () => { traceOpen = false; markSelected(); renderPanel(); };
-  const onRun = () => { syncClock((model.get("run") || {}).now); updateHeader(); };
-  const handlers = {
-    "change:graph": onGraph, "change:steps": onSteps, "change:patch": onPatch,
-    "change:run": onRun, "change:detail": renderPanel, "change:selected": onSelected,
-    "change:message": updateMessage,
-  };
-  for (const [ev, fn] of Object.entries(handlers)) model.on(ev, fn);
-
-  cancelBtn.addEventListener("click", () => {
-    cancelBtn.disabled = true;
-    cancelBtn.textContent = "Cancelling…";
-    model.send({ type: "cancel" });
-  });
-  retryBtn.addEventListener("click", () => {
-    retryBtn.disabled = true;
-    retryBtn.textContent = "Retrying…";
-    model.send({ type: "retry" });
-  });
-  fitBtn.addEventListener("click", () => { fit = !fit; applyFit(); });
-
-  steps = { ...(model.get("steps") || {}) };
-  syncClock((model.get("run") || {}).now);
-  updateMessage();
-  drawGraph();
-  updateHeader();
-  renderPanel();
-  // this view may be late (a re-display, a reloaded page): ask the kernel for the full state
-  model.send({ type: "sync" });
 
   // durations of running steps tick in the browser; the kernel only sends changes
-  const timer = setInterval(() => {
-    const running = [...nodes.keys()].filter((n) => (steps[n] || {}).state === "running");
-    for (const name of running) updateNode(name);
-    if (panelClock) panelClock.dd.textContent = fmtDuration(duration(panelClock.d));
-    const run = model.get("run") || {};
-    if (run.started && !run.finished) updateHeader();
-  }, 500);
+  tick() {
+    for (const name of this.nodes.keys()) {
+      if (this.stateOf(name) === STATE.running) this.updateNode(name);
+    }
+    const clock = this.panelClock;
+    if (clock) clock.dd.textContent = fmtDuration(stepDuration(clock.d, this.now()));
+    const run = this.model.get("run") || {};
+    if (run.started && !run.finished) this.updateHeader();
+  }
 
-  const resize = typeof ResizeObserver === "function" ? new ResizeObserver(applyFit) : null;
-  if (resize) resize.observe(body);
+  // a button that asks the kernel: disabled with its new text until the kernel answers
+  ask(button, text, type) {
+    button.disabled = true;
+    button.textContent = text;
+    this.model.send({ type });
+  }
 
-  return () => {
-    clearInterval(timer);
-    if (resize) resize.disconnect();
-    for (const [ev, fn] of Object.entries(handlers)) model.off(ev, fn);
-  };
+  // draws the view, follows the model's traits; returns what anywidget calls to stop
+  start() {
+    const { model, ui } = this;
+    const handlers = {
+      "change:graph": () => { this.drawGraph(); this.updateHeader(); },
+      "change:steps": () => {
+        this.steps = { ...(model.get("steps") || {}) };
+        this.applySteps(Object.keys(this.steps));
+      },
+      "change:patch": () => {
+        const p = model.get("patch") || {};
+        this.syncClock(p.now);
+        this.applySteps(mergePatch(this.steps, p.steps));
+      },
+      "change:run": () => { this.syncClock((model.get("run") || {}).now); this.updateHeader(); },
+      "change:detail": () => this.renderPanel(),
+      "change:selected": () => { this.traceOpen = false; this.markSelected(); this.renderPanel(); },
+      "change:message": () => this.updateMessage(),
+    };
+    for (const [ev, fn] of Object.entries(handlers)) model.on(ev, fn);
+    ui.cancelBtn.addEventListener("click", () => this.ask(ui.cancelBtn, "Cancelling…", "cancel"));
+    ui.retryBtn.addEventListener("click", () => this.ask(ui.retryBtn, "Retrying…", "retry"));
+    ui.fitBtn.addEventListener("click", () => { this.fit = !this.fit; this.applyFit(); });
+
+    this.steps = { ...(model.get("steps") || {}) };
+    this.syncClock((model.get("run") || {}).now);
+    this.updateMessage();
+    this.drawGraph();
+    this.updateHeader();
+    this.renderPanel();
+    // this view may be late (a re-display, a reloaded page): ask the kernel for the full state
+    model.send({ type: "sync" });
+
+    const timer = setInterval(() => this.tick(), 500);
+    const resize = typeof ResizeObserver === "function" ? new ResizeObserver(() => this.applyFit()) : null;
+    if (resize) resize.observe(ui.body);
+    return () => {
+      clearInterval(timer);
+      if (resize) resize.disconnect();
+      for (const [ev, fn] of Object.entries(handlers)) model.off(ev, fn);
+    };
+  }
+}
+
+function render({ model, el: host }) {
+  return new DagView(model, host).start();
 }
 
 export default { render };
