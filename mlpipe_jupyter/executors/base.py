@@ -17,6 +17,8 @@ from ..errors import Cancelled, ExecutorError, MlpipeError, StepFailed, StepTime
 from ..model.spec import PipelineSpec, StepSpec
 from ..run.stepbook import IO_PARAM, failure_from_notebook
 
+KERNEL_LOG = "kernel.log"  # in a step's directory, beside home.py's StepFiles
+
 
 @dataclass
 class StepJob:
@@ -39,6 +41,16 @@ class StepJob:
     env: dict[str, str] = field(default_factory=dict)
     # set by the executor while the step runs: stops it from another thread
     stop: Callable[[], None] | None = None
+
+    @property
+    def dir(self) -> Path:
+        """The step's directory in its run (home.StepFiles.dir): output, logs, work."""
+        return self.output.parent
+
+    @property
+    def kernel_log(self) -> Path:
+        """The kernel process's own output (not the cells': those go to `log`)."""
+        return self.dir / KERNEL_LOG
 
     def io(self, inputs: dict[str, str] | None = None, outputs_dir: str | None = None) -> dict:
         return {"inputs": inputs or {k: str(v) for k, v in self.inputs.items()},

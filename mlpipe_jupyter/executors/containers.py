@@ -34,7 +34,6 @@ service or `mlpipe gc` find those of runners that died (reaper.py).
 
 from __future__ import annotations
 
-import codecs
 import os
 import socket
 from collections.abc import Callable
@@ -161,7 +160,7 @@ def container_kwargs(job: StepJob, *, image: str, user: tuple[int, int], network
         command = [PYTHON, "-m", "mlpipe_jupyter.kernels.stepkernel", "-f", kernel[1], *KERNEL_ARGS]
     else:
         command = [PYTHON, "-m", "mlpipe_jupyter.step.main", f"{STEP}/{JOB_FILE}"]
-        mounts += [_bind(job.output.parent / BOX, STEP, False),
+        mounts += [_bind(job.dir / BOX, STEP, False),
                    _bind(job.notebook, NOTEBOOK, True)]
     mounts += [_bind(path, f"{INPUTS}/{name}", True) for name, path in sorted(job.inputs.items())]
     mounts += [_bind(path, f"{WORK}/{rel.rstrip('/')}", True)
@@ -195,24 +194,6 @@ def container_kwargs(job: StepJob, *, image: str, user: tuple[int, int], network
     if step.gpus:
         kwargs["device_requests"] = [{"count": step.gpus, "capabilities": [["gpu"]]}]
     return kwargs
-
-
-class LineSplitter:
-    """Bytes from a log stream in, whole decoded lines out (UTF-8 split across chunks too)."""
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buf = ""
-
-    def feed(self, chunk: bytes) -> list[str]:
-        self._buf += self._decoder.decode(chunk)
-        *lines, self._buf = self._buf.split("\n")
-        return [line.rstrip("\r") for line in lines]
-
-    def close(self) -> list[str]:
-        rest = self._buf + self._decoder.decode(b"", final=True)
-        self._buf = ""
-        return [rest] if rest else []
 
 
 def collect_garbage(client, *, everything: bool = False, dry_run: bool = False,

@@ -7,12 +7,12 @@ import contextlib
 import os
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..errors import ExecutorError, MlpipeError
+from ..step.lines import LineBuffer
 from . import kernelbridge
-from .containers import LineSplitter
 
 PING_TIMEOUT = 2
 
@@ -77,6 +77,34 @@ def remove_quietly(container, ask_exit: Callable[[], None] | None = None,
         files.remove()
 
 
+class LogTail:
+    """A container's output followed line by line: each line goes to `sink` as it comes, and
+    the last `keep` lines the sink says are log lines (not, say, progress marks) are kept
+    for the error message of a step that failed."""
+
+    def __init__(self, sink: Callable[[str], bool], keep: int = 20) -> None:
+        self._sink = sink
+        self._lines = LineBuffer()
+        self._tail: deque[str] = deque(maxlen=keep)
+
+    def follow(self, chunks: Iterable[bytes]) -> None:
+        """Until the stream ends. A stream that breaks (the container was removed) raises,
+        once the line it had begun was passed on."""
+        try:
+            for chunk in chunks:
+                self._pass(self._lines.feed(chunk))
+        finally:
+            self._pass(self._lines.flush())
+
+    def _pass(self, lines: list[str]) -> None:
+        for line in lines:
+            if self._sink(line):
+                self._tail.append(line)
+
+    def lines(self) -> list[str]:
+        return list(self._tail)
+
+
 class ContainerWatch:
     """A thread that copies a container's output (the kernel's own chatter) to a file and
     then records its exit code: `exited` is set the moment the container stops."""
@@ -84,7 +112,7 @@ class ContainerWatch:
     def __init__(self, container, log_file: Path) -> None:
         self.exited = threading.Event()
         self.code: int | None = None
-        self._lines: deque[str] = deque(maxlen=20)
+        self._tail: LogTail | None = None
         self._thread = threading.Thread(target=self._watch, args=(container, log_file),
                                         daemon=True)
         self._thread.start()
@@ -93,20 +121,18 @@ class ContainerWatch:
         return not self.exited.is_set()
 
     def tail(self) -> list[str]:
-        return list(self._lines)
+        return self._tail.lines() if self._tail is not None else []
 
     def _watch(self, container, log_file: Path) -> None:
-        splitter = LineSplitter()
         try:
             with open(log_file, "a", encoding="utf-8") as sink:
-                with contextlib.suppress(Exception):  # removed meanwhile (cancel)
-                    for chunk in container.logs(stream=True, follow=True):
-                        for line in splitter.feed(chunk):
-                            sink.write(line + "\n")
-                            self._lines.append(line)
-                for line in splitter.close():
+                def write(line: str) -> bool:
                     sink.write(line + "\n")
-                    self._lines.append(line)
+                    return True
+
+                self._tail = LogTail(write)
+                with contextlib.suppress(Exception):  # removed meanwhile (cancel)
+                    self._tail.follow(container.logs(stream=True, follow=True))
             with contextlib.suppress(Exception):
                 self.code = container.wait()["StatusCode"]
         finally:

@@ -24,8 +24,7 @@ import functools
 import json
 import os
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ from .containers import (
     NOTEBOOK,
     RUN_LABEL,
     STEP,
-    LineSplitter,
     container_kwargs,
     container_user,
     io_paths,
@@ -50,6 +48,7 @@ from .containers import (
 from .daemon import (
     PING_TIMEOUT,
     ContainerWatch,
+    LogTail,
     connect,
     daemon_address,
     daemon_down,
@@ -220,7 +219,7 @@ class DockerExecutor(Executor):
         """Papermill here, the kernel in the container (kernelbridge.py)."""
         from jupyter_core.utils import run_sync
 
-        from ..kernels.stepkernel import exit_kernel
+        from ..kernels.client import exit_kernel
         from ..step.engine import import_papermill, run_step_notebook
 
         files = kernelbridge.kernel_files(self.run_as)
@@ -228,7 +227,7 @@ class DockerExecutor(Executor):
         container = self._start(job, container_kwargs(
             job, image=image, user=self.run_as, network=self.network, owner=self._owner,
             kernel=(files.mount_dir, files.container_file), limits=self.limits()))
-        watch = ContainerWatch(container, job.output.parent / "kernel.log")
+        watch = ContainerWatch(container, job.kernel_log)
         import_papermill()  # while the container boots
         alive = watch.running
         km = None
@@ -246,7 +245,7 @@ class DockerExecutor(Executor):
             raise
         finally:
             if self.user != sandbox.runner_ids():  # written here, for the step's user
-                for path in (job.output, job.output.parent / "kernel.log"):
+                for path in (job.output, job.kernel_log):
                     with contextlib.suppress(OSError):
                         os.chown(path, *self.user, follow_symlinks=False)
             if km is not None and alive():
@@ -269,7 +268,8 @@ class DockerExecutor(Executor):
         # the container writes in a box the runner collects from (sandbox.collect_box)
         sandbox.make_box(job, self.run_as, json.dumps({
             "notebook": NOTEBOOK, "output": f"{STEP}/{job.output.name}",
-            "parameters": repr(parameters), "kernel_log": f"{STEP}/kernel.log", "image": image,
+            "parameters": repr(parameters), "kernel_log": f"{STEP}/{job.kernel_log.name}",
+            "image": image,
         }, indent=1))
         try:
             container = self._start(job, container_kwargs(
@@ -325,26 +325,21 @@ class DockerExecutor(Executor):
         last lines (for an error message)."""
         from ..step.main import parse_progress
 
-        tail: deque[str] = deque(maxlen=20)
-        splitter = LineSplitter()
+        def sink(line: str) -> bool:
+            progress = parse_progress(line)
+            if progress is not None:
+                job.progress(*progress)
+                return False
+            job.log(line)
+            return True
 
-        def emit(lines: Iterable[str]) -> None:
-            for line in lines:
-                progress = parse_progress(line)
-                if progress is not None:
-                    job.progress(*progress)
-                else:
-                    job.log(line)
-                    tail.append(line)
-
+        tail = LogTail(sink)
         try:
-            for chunk in container.logs(stream=True, follow=True):
-                emit(splitter.feed(chunk))
+            tail.follow(container.logs(stream=True, follow=True))
         except Exception:
             if self.stop_reason(job) is None:  # a broken stream is fine only when stopped
                 raise
-        emit(splitter.close())
-        return list(tail)
+        return tail.lines()
 
     def _failure(self, job: StepJob, code: int, oom: bool, tail: list[str]) -> MlpipeError:
         name = job.step.name

@@ -30,6 +30,7 @@ from typing import Any
 from .. import __version__
 from ..errors import ExecutorError, UsageError
 from ..model.spec import PipelineSpec
+from ..step.lines import LineBuffer
 
 REPOSITORY = "mlpipe-runtime"
 # Tried in order when no base image is configured: the official image users pull, then the one
@@ -206,17 +207,16 @@ class BuildOutput:
         self.tail: deque[str] = deque(maxlen=40)
         self.error: str | None = None
         self.image_id: str | None = None
-        self._partial = ""
+        self._lines = LineBuffer()
 
     def feed(self, chunk: dict[str, Any]) -> None:
         if "stream" in chunk:
             # a line may come in pieces; Docker colours a RUN's stderr with ANSI codes
-            *lines, self._partial = (self._partial + _ANSI.sub("", chunk["stream"])).split("\n")
-            for line in lines:
+            for line in self._lines.feed(_ANSI.sub("", chunk["stream"])):
                 self._line(line.rstrip())
         if "error" in chunk:
-            self._line(self._partial.rstrip())
-            self._partial = ""
+            for line in self._lines.flush():
+                self._line(line.rstrip())
             self.error = chunk.get("errorDetail", {}).get("message") or chunk["error"]
         if isinstance(chunk.get("aux"), dict) and "ID" in chunk["aux"]:
             self.image_id = chunk["aux"]["ID"]

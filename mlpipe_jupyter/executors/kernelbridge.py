@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..kernels.client import shared_context_class
 from ..kernels.scratch import scratch_dir
 from .containers import KERNEL
 
@@ -129,8 +130,8 @@ _LOCK = threading.Lock()
 def kernel_manager(files: KernelFiles, *, alive: Callable[[], bool],
                    interrupt: Callable[[], None]):
     """A jupyter_client AsyncKernelManager for the kernel in the container: its clients
-    connect to the runner's links to the sockets; alive and interrupt go through the
-    container."""
+    connect to the runner's links to the sockets (on the process's one zmq context, as the
+    pool's: client.py); alive and interrupt go through the container."""
     global _MANAGER_CLASS
     with _LOCK:
         if _MANAGER_CLASS is None:
@@ -154,7 +155,7 @@ def kernel_manager(files: KernelFiles, *, alive: Callable[[], bool],
 
                 interrupt_kernel = _async_interrupt_kernel
 
-            _MANAGER_CLASS = ContainerKernelManager
+            _MANAGER_CLASS = shared_context_class(ContainerKernelManager)
     km = _MANAGER_CLASS(kernel_name="python3")
     km.alive = alive
     km.interrupter = interrupt

@@ -3,11 +3,11 @@
 Papermill's default engine is extended in ways that matter for a runner with parallel steps:
 the kernel runs in the step's working directory (papermill's own `cwd` would chdir the whole
 process), the running kernel can be killed from another thread (cancel, timeout), and the
-kernel comes from a small warm pool (kernelpool.py) that starts the next step's kernel while
+kernel comes from a small warm pool (kernels/pool.py) that starts the next step's kernel while
 the current step runs. Each step still gets a kernel that has never run anything.
 
 Speed notes (measured in docs/benchmarks.md): papermill stays in this process, imported once
-per run, through the engine in stepengine.py that the container entry (stepmain) shares.
+per run, through the engine in step/engine.py that the container entry (step/main.py) shares.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from pathlib import Path
 from typing import Any
 
 from ..step.engine import import_papermill, run_step_notebook
@@ -31,7 +30,7 @@ class LocalExecutor(Executor):
         # its own kernel when it runs). Two keep up with a chain of quick steps on 2 cores.
         self.warm_kernels = int(options.get("warm_kernels",
                                             os.environ.get("MLPIPE_WARM_KERNELS", "2")))
-        # step kernels forked from a zygote that imported ipykernel once (kernelfork.py)
+        # step kernels forked from a zygote that imported ipykernel once (kernels/fork.py)
         self.fork_kernels = str(options.get("fork_kernels",
                                             os.environ.get("MLPIPE_FORK_KERNELS", "1"))) != "0"
         self._expected = 0
@@ -93,7 +92,7 @@ class LocalExecutor(Executor):
         finally:
             # a file output is complete once the kernel has exited (it may hold it open);
             # variable outputs were written and closed by the outputs cell
-            pool.release(kernel, log_to=Path(job.output).parent / "kernel.log",
+            pool.release(kernel, log_to=job.kernel_log,
                          wait=bool(job.step.file_outputs) or job.cancel.is_set())
         if job.cancel.is_set():
             raise self.stop_reason(job)

@@ -71,7 +71,7 @@ def remove_mount_points(made: list[Path]) -> None:
 
 def make_box(job: StepJob, user: tuple[int, int], job_text: str) -> Path:
     """A fresh box for stepmain's container, holding its job file, writable by `user`."""
-    box = job.output.parent / BOX
+    box = job.dir / BOX
     safefs.remove_tree(box)  # a former attempt's
     box.mkdir(mode=0o755)
     (box / JOB_FILE).write_text(job_text, encoding="utf-8")
@@ -83,18 +83,17 @@ def collect_box(job: StepJob, owner: tuple[int, int]) -> None:
     """Copy the executed notebook and the kernel's log the container wrote in its box into
     the step's run directory, then drop the box. A link or anything but a file in place of
     the notebook fails the step; in place of the log, the log is not kept."""
-    box = job.output.parent / BOX
+    box = job.dir / BOX
     try:
-        for name, target in (("kernel.log", job.output.parent / "kernel.log"),
-                             ("output.ipynb", job.output)):
-            label = ("its executed notebook output.ipynb" if name == "output.ipynb"
-                     else "its kernel log")
+        # in the box under the names they have in the step's directory (the job file says so)
+        for target, label in ((job.kernel_log, "its kernel log"),
+                              (job.output, f"its executed notebook {job.output.name}")):
             try:
-                data = safefs.read_file(box, name, label=label, why=RECORD_WHY,
+                data = safefs.read_file(box, target.name, label=label, why=RECORD_WHY,
                                         limit=RECORD_LIMIT)
             except safefs.Refused as err:
-                if name == "kernel.log":
-                    job.log(f"kernel.log not kept: {err}")
+                if target == job.kernel_log:
+                    job.log(f"{target.name} not kept: {err}")
                     continue
                 raise StepFailed(f"step `{job.step.name}`: {err}", step=job.step.name,
                                  cause="unsafe-record") from None

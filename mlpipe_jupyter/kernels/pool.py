@@ -4,7 +4,7 @@ executor.
 Starting an IPython kernel takes about half a second, most of it importing ipykernel; a chain
 of steps pays it once per step. The pool starts the next kernel while the current step runs,
 so a step usually finds one ready, and on Linux forks kernels from a zygote that imported
-ipykernel once (kernelfork.py), which cuts what each costs. Each kernel is handed out once and
+ipykernel once (fork.py), which cuts what each costs. Each kernel is handed out once and
 never reused: a step still gets a kernel that has run nothing of anyone's.
 
 A pooled kernel is started before anyone knows its step, so it cannot be launched in the
@@ -33,8 +33,9 @@ from queue import Empty
 from typing import Any
 
 from . import fork as kernelfork
+from .client import exit_kernel, shared_context_class
 from .scratch import scratch_dir
-from .stepkernel import KERNEL_ARGS, STARTUP_ENV, exit_kernel, kernel_manager_class
+from .stepkernel import KERNEL_ARGS, STARTUP_ENV, kernel_manager_class
 
 ENTER = """\
 def __mlpipe_enter(cwd, env):
@@ -46,37 +47,6 @@ def __mlpipe_enter(cwd, env):
 __mlpipe_enter({cwd!r}, {env!r})
 del __mlpipe_enter
 """
-
-
-async def connect(kc, timeout: float) -> dict:
-    """Wait until kernel client `kc` (channels started) gets replies and IOPub messages.
-
-    jupyter_client's wait_for_ready ends by draining IOPub until 0.2 s pass in silence: a fixed
-    0.2 s per step. Here a kernel_info request is sent and its own `idle` status awaited on
-    IOPub, which proves the subscription is live (the ZMQ slow-joiner problem) without waiting
-    on silence; a request whose status was missed is simply asked again.
-    """
-    from queue import Empty
-
-    deadline = time.monotonic() + timeout
-    while True:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"kernel did not answer in {timeout:g} s")
-        msg_id = kc.kernel_info()
-        try:
-            reply = await kc.get_shell_msg(timeout=1)
-            while reply["parent_header"].get("msg_id") != msg_id:
-                reply = await kc.get_shell_msg(timeout=1)
-            while True:
-                msg = await kc.get_iopub_msg(timeout=0.25)
-                if (msg["parent_header"].get("msg_id") == msg_id
-                        and msg["msg_type"] == "status"
-                        and msg["content"].get("execution_state") == "idle"):
-                    kc._handle_kernel_info_reply(reply)
-                    return reply
-        except Empty:
-            if not await kc.is_alive():
-                raise RuntimeError("kernel died before replying to kernel_info") from None
 
 
 class PoolClosed(RuntimeError):
@@ -122,7 +92,7 @@ class KernelPool:
         # imported here, in the caller's thread, before the loop thread can need it: two
         # threads importing jupyter_client at once (ours, and papermill's import in a step)
         # can see its modules half-initialised (ImportError seen in the benchmarks)
-        self._manager_class = _shared_context_class(kernel_manager_class())
+        self._manager_class = shared_context_class(kernel_manager_class())
         self.size = max(0, size)
         self.kernel_name = kernel_name
         self.startup_timeout = startup_timeout
@@ -135,7 +105,7 @@ class KernelPool:
         self._closed = False
         self._scratch = scratch_dir("kernels")
         self._count = 0
-        # kernels forked from a zygote that imported ipykernel once (kernelfork.py); started
+        # kernels forked from a zygote that imported ipykernel once (fork.py); started
         # now, so its imports overlap the runner's own (papermill's)
         # with the interpreter flags of the kernelspec (none when it is no stock kernel to fork)
         self._zygote = None
@@ -357,78 +327,6 @@ class KernelPool:
         for task in pending:  # kernels still starting: their own cleanup kills them
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-
-
-_CONTEXT = None  # the zmq context of every pool kernel's manager and clients, for the process
-SEND_TIMEOUT_MS = 10_000
-_CLASSES: dict[type, type] = {}
-_CLASSES_LOCK = threading.Lock()
-
-
-def _zmq_context():
-    """One zmq.asyncio.Context for all step kernels of this process, never terminated (as
-    zmq's own Context.instance()). jupyter_client otherwise makes a context, with its two
-    I/O threads, for each kernel manager and for each client (three per step: the pool's, the
-    papermill engine's, the exit request's) and destroys it with the client."""
-    global _CONTEXT
-    with _CLASSES_LOCK:
-        if _CONTEXT is None:
-            import zmq.asyncio
-
-            _CONTEXT = zmq.asyncio.Context()
-            # jupyter_client's sends are blocking calls, and a DEALER socket left without a
-            # peer blocks in send for good: on the pool's one event loop that froze every step
-            # of the run (seen with TCP ports taken by another kernel). A send that cannot be
-            # queued now raises zmq.Again instead, and that kernel is replaced or its step fails.
-            _CONTEXT.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
-        return _CONTEXT
-
-
-CHANNELS = ("_shell_channel", "_iopub_channel", "_stdin_channel", "_hb_channel",
-            "_control_channel")
-
-
-def _shared_context_class(manager_class: type) -> type:
-    """`manager_class` with the shared zmq context for the manager and every client it makes,
-    and clients that stop only the channels they started."""
-    with _CLASSES_LOCK:
-        found = _CLASSES.get(manager_class)
-    if found is not None:
-        return found
-
-    class SharedContextManager(manager_class):  # type: ignore[misc, valid-type]
-        def __init__(self, **kwargs: Any) -> None:
-            kwargs.setdefault("context", _zmq_context())
-            super().__init__(**kwargs)
-            self.client_factory = _lean_client_class(self.client_factory)
-
-        def client(self, **kwargs: Any):
-            kwargs.setdefault("context", self.context)
-            return super().client(**kwargs)
-
-    with _CLASSES_LOCK:
-        return _CLASSES.setdefault(manager_class, SharedContextManager)
-
-
-def _lean_client_class(client_class: type) -> type:
-    with _CLASSES_LOCK:
-        found = _CLASSES.get(client_class)
-        if found is not None:
-            return found
-
-        class LeanClient(client_class):  # type: ignore[misc, valid-type]
-            def stop_channels(self) -> None:
-                # jupyter_client's reads every channel property, which connects a socket for
-                # each channel never started (stdin, heartbeat, control) only to drop it
-                if not all(hasattr(self, name) for name in CHANNELS):
-                    super().stop_channels()
-                    return
-                for name in CHANNELS:
-                    channel = getattr(self, name)
-                    if channel is not None and channel.is_alive():
-                        channel.stop()
-
-        return _CLASSES.setdefault(client_class, LeanClient)
 
 
 def _reap(proc) -> None:

@@ -1,6 +1,6 @@
-"""A step's kernel process: how it starts (`python -m mlpipe_jupyter.kernels.stepkernel`) and how it
-is asked to exit. Used by the warm pool on the host, as a docker step's whole command (the
-runner drives it: executors/kernelbridge.py), and by stepmain in a container.
+"""A step's kernel process: how it starts (`python -m mlpipe_jupyter.kernels.stepkernel`).
+Used by the warm pool on the host, as a docker step's whole command (the runner drives it:
+executors/kernelbridge.py), and by stepmain in a container. Talking to it: client.py.
 
 Import-light: this module is the kernel's `__main__`; jupyter_client is imported only by the
 functions that manage kernels.
@@ -8,15 +8,13 @@ functions that manage kernels.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
 import shutil
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,49 +216,6 @@ def kernel_manager_class():
 
             _MANAGER_CLASS = StepKernelManager
         return _MANAGER_CLASS
-
-
-# A finished step's kernel is asked to exit the way `exit` typed in a cell does, on the shell
-# channel, not with a shutdown_request on the control channel: ipykernel (7.x) handles that
-# request on its control thread, which then flushes stdout through the IOPub thread while the
-# main thread, already exiting, stops that thread; the flush then waits out its 10 s timeout
-# and the kernel hangs in exit (4 of 40 exits with 8 kernels exiting at once on 2 cores).
-# Asked this way, the kernel exits normally: atexit hooks run and open files are flushed, as
-# before. `ask_exit` alone (what `exit` does) leaves the event loop 0.1 s later; the loop is
-# stopped at once instead (exit in 0.06 s instead of 0.16 s; the last step's exit is on the
-# critical path of a run, and of every container step).
-EXIT_CODE = """\
-get_ipython().ask_exit()
-__mlpipe_loop = getattr(getattr(get_ipython(), "kernel", None), "io_loop", None)
-if __mlpipe_loop is not None:
-    __mlpipe_loop.add_callback(__mlpipe_loop.stop)
-"""
-EXIT_POLL = 0.005  # seconds between checks that a kernel process has exited
-
-
-async def exit_kernel(km, timeout: float, exited: Callable[[], bool] | None = None) -> bool:
-    """Ask the kernel of `km` (an AsyncKernelManager) to exit; True once it has exited, False
-    if it is still running after `timeout` s (the caller kills it). `exited` tells when a
-    kernel this process did not start (one in a container) is gone."""
-    if exited is None:
-        proc = getattr(getattr(km, "provisioner", None), "process", None)
-        if proc is None:
-            return True
-        exited = lambda: proc.poll() is not None  # noqa: E731
-    if exited():
-        return True
-    kc = km.client()
-    kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
-    try:
-        kc.execute(EXIT_CODE, silent=True, store_history=False, allow_stdin=False)
-        deadline = time.monotonic() + timeout
-        while not exited():
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(EXIT_POLL)
-        return True
-    finally:
-        kc.stop_channels()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The kernel zygote: one process per run that imports ipykernel once, then forks every step
 kernel the local executor asks for (`python [FLAGS] -m mlpipe_jupyter.kernels.zygote FD`, FLAGS
 the interpreter flags of the run's kernelspec, so that its kernels have them; the runner's side
-is kernelfork.py).
+is fork.py).
 
 A kernel started as a new interpreter spends most of its start-up CPU importing ipykernel,
 IPython, zmq and tornado (about 0.25 of 0.3 CPU-s here); on 2 cores, eight steps starting at

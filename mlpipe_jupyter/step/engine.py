@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from ..kernels.stepkernel import hidden_modules
+from .lines import LineBuffer
 
 ENGINE = "mlpipe-step"
 SAVE_EVERY = 1.0  # seconds between saves of the executed notebook while cells run
@@ -68,21 +69,18 @@ def run_step_notebook(job, parameters: dict, km) -> None:
 class LineWriter:
     """A file-like sink for papermill's stdout/stderr that forwards whole lines."""
 
-    def __init__(self, emit) -> None:
+    def __init__(self, emit: Callable[[str], None]) -> None:
         self._emit = emit
-        self._buf = ""
+        self._lines = LineBuffer()
 
     def write(self, text: str) -> int:
-        self._buf += text
-        *lines, self._buf = self._buf.split("\n")
-        for line in lines:
+        for line in self._lines.feed(text):
             self._emit(line)
         return len(text)
 
     def flush(self) -> None:
-        if self._buf:
-            self._emit(self._buf)
-            self._buf = ""
+        for line in self._lines.flush():
+            self._emit(line)
 
 
 def _track_progress(nb_man, report: Callable[[int, int], None]) -> None:
@@ -120,11 +118,11 @@ def _throttle_saves(nb_man) -> None:
 
 def _connect_client(client, timeout: float) -> None:
     """Give nbclient a connected client, so it skips wait_for_ready's fixed 0.2 s (see
-    kernelpool.connect); on this thread's event loop, the one nbclient runs cells on."""
+    kernels.client.connect); on this thread's event loop, the one nbclient runs cells on."""
     from jupyter_client import KernelManager
     from jupyter_core.utils import run_sync
 
-    from ..kernels.pool import connect
+    from ..kernels.client import connect
 
     client.kc = client.km.client()
     # nbclient uses shell and iopub only; a client of a KernelManager asks it whether the

@@ -116,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stop_kernel(km, wait: float = 5) -> None:
     """Graceful, so that the kernel flushes files it still holds open before they are
-    published: asked to exit (stepkernel.exit_kernel: jupyter_client's shutdown_request can
+    published: asked to exit (kernels.client.exit_kernel: jupyter_client's shutdown_request can
     leave ipykernel hanging in exit, and its exit is polled every 0.1 s), killed if it lingers."""
     from jupyter_core.utils import run_sync
 
-    from ..kernels.stepkernel import exit_kernel
+    from ..kernels.client import exit_kernel
 
     with contextlib.suppress(Exception):  # a kernel that cannot be asked is killed below
         run_sync(exit_kernel)(km, wait)
