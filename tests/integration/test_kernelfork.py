@@ -18,7 +18,8 @@ from pathlib import Path
 from jupyter_client.kernelspec import KernelSpec
 
 from mlpipe_jupyter.kernels.fork import ForkedProcess, ForkProvisioner, Zygote, use_zygote
-from mlpipe_jupyter.kernels.pool import KernelPool, connect
+from mlpipe_jupyter.kernels.client import connect
+from mlpipe_jupyter.kernels.pool import KernelPool
 from mlpipe_jupyter.kernels.stepkernel import kernel_manager_class
 from tests.integration.test_kernelpool import wait_gone
 from tests.integration.test_perf_kernels import run_code

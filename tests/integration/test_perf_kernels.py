@@ -15,8 +15,8 @@ from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec
 
-from mlpipe_jupyter.kernels.pool import KERNEL_ARGS, connect
-from mlpipe_jupyter.kernels.stepkernel import exit_kernel, kernel_manager_class
+from mlpipe_jupyter.kernels.client import connect, exit_kernel
+from mlpipe_jupyter.kernels.stepkernel import KERNEL_ARGS, kernel_manager_class
 
 
 async def _started(cwd: Path):

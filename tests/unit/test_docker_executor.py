@@ -14,7 +14,6 @@ from mlpipe_jupyter.errors import UsageError
 from mlpipe_jupyter.executors import executors, kernelbridge
 from mlpipe_jupyter.executors.base import StepJob
 from mlpipe_jupyter.executors.containers import (
-    LineSplitter,
     container_kwargs,
     io_paths,
     owner_alive,
@@ -119,16 +118,6 @@ def test_parse_user():
     assert parse_user((5, 6)) == (5, 6)
     with pytest.raises(UsageError, match="user"):
         parse_user("alice")
-
-
-def test_line_splitter_keeps_partial_lines_and_utf8():
-    s = LineSplitter()
-    snow = "❄".encode()
-    assert s.feed(b"one\ntw") == ["one"]
-    assert s.feed(b"o\r\n" + snow[:1]) == ["two"]
-    assert s.feed(snow[1:] + b" flake\nlast") == ["❄ flake"]
-    assert s.close() == ["last"]
-    assert s.close() == []
 
 
 def test_progress_lines_round_trip():
