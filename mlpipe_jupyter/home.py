@@ -3,7 +3,8 @@
     <home>/                      `.mlpipe/` next to the notebook, or $MLPIPE_HOME
       mlpipe.db                  run history (run/store.py)
       artifacts/<sha256>/        immutable artifacts; artifacts/.staging/<run>/ while publishing
-      runs/<run>/<step>/         step.ipynb, output.ipynb, log.txt, work/, out/
+      runs/<run>/<step>/         step.ipynb, output.ipynb, log.txt, kernel.log, work/, out/,
+                                 box/ (what a sandboxed step's container writes)
       latest/<notebook stem>     the file outputs of that notebook's last successful run
 
 No other module writes these names: they ask Home (or a StepFiles) for the path.
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STEP_NOTEBOOK, OUTPUT_NOTEBOOK, LOG_FILE = "step.ipynb", "output.ipynb", "log.txt"
+KERNEL_LOG, BOX = "kernel.log", "box"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,16 @@ class StepFiles:
     @property
     def log(self) -> Path:
         return self.dir / LOG_FILE
+
+    @property
+    def kernel_log(self) -> Path:
+        """What the step's kernel process printed outside any cell (its own errors)."""
+        return self.dir / KERNEL_LOG
+
+    @property
+    def box(self) -> Path:
+        """What a sandboxed step's container writes (executors/sandbox.py checks it)."""
+        return self.dir / BOX
 
     @property
     def work(self) -> Path:

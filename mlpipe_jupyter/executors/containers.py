@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..home import BOX
 from ..model.options import parse_memory
 from .base import StepJob
 
@@ -51,7 +52,6 @@ PYTHON = "/opt/mlpipe/bin/python"
 NOTEBOOK = "/mlpipe/notebook.ipynb"  # stepmain only: the step notebook, read-only
 JOB_FILE = "container.json"
 RUN_LABEL, STEP_LABEL, OWNER_LABEL = "mlpipe.run", "mlpipe.step", "mlpipe.owner"
-BOX = "box"  # in the step's run directory: what stepmain's container writes (mounted at STEP)
 # the uid:gid a step runs as when the invoking user is root: Debian's nobody:nogroup, which
 # owns nothing on the host and exists in every Debian-based image (so getpass and ~ work)
 SANDBOX_USER = (65534, 65534)
