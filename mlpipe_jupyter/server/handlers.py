@@ -14,7 +14,7 @@ from typing import Any, ClassVar, TypeVar
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
-from tornado import web
+from tornado import httputil, web
 from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 
@@ -40,6 +40,11 @@ def error_body(err: MlpipeError) -> dict:
     return {"error": err.to_dict(), "message": str(err), "reason": type(err).__name__}
 
 
+def reason_phrase(status: int, exc: BaseException | None) -> str:
+    """The HTTP reason of an error reply: the one an HTTPError gives, else the standard one."""
+    return getattr(exc, "reason", None) or httputil.responses.get(status, "Unknown")
+
+
 class MlpipeHandler(ExtensionHandlerMixin, APIHandler):
     """Every mlpipe route's errors are written here, in one shape: `{"error": {"error": kind,
     "message", ...fields}, "message", "reason"}`. An MlpipeError gives its `http_status` and
@@ -54,7 +59,7 @@ class MlpipeHandler(ExtensionHandlerMixin, APIHandler):
 
     def error_message(self, status: int, exc: BaseException | None) -> str:
         """The line an error that is not an MlpipeError shows (subclasses word their own)."""
-        return getattr(exc, "log_message", None) or self._reason
+        return getattr(exc, "log_message", None) or reason_phrase(status, exc)
 
     def error_headers(self, status: int) -> None:
         """Headers an error reply of `status` carries (subclasses add theirs)."""
@@ -67,7 +72,7 @@ class MlpipeHandler(ExtensionHandlerMixin, APIHandler):
             status = status_code
             message = self.error_message(status_code, exc)
             body = {"error": {"error": "HTTPError", "message": message}, "message": message,
-                    "reason": self._reason}
+                    "reason": reason_phrase(status_code, exc)}
         self.set_status(status)
         self.error_headers(status)
         self.set_header("Content-Type", "application/json")

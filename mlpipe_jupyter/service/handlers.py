@@ -57,7 +57,7 @@ class ServiceHandler(MlpipeHandler):
         if status == 405:  # RFC 9110: say which methods the resource has
             self.set_header("Allow", ", ".join(
                 m for m in ("GET", "POST", "PATCH", "DELETE")
-                if getattr(type(self), m.lower()) is not web.RequestHandler._unimplemented_method))
+                if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())))
 
     @property
     def service(self) -> PipelineService:

@@ -158,13 +158,26 @@ class Schedule(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """The error's structured fields (MlpipeError.to_dict()): its kind, its one-line message,
+    and what it names when it names something."""
+
+    error: str = Field(description="The kind: UsageError, NotFound, Conflict, ...; HTTPError "
+                       "for what the web server itself refuses (401, 403, 405, ...).")
     message: str
-    error: str
-    parameters: list[str] | None = None
+    step: str | None = None
+    cell: str | None = None
+    option: str | None = Field(default=None, description="The option, field or query "
+                               "parameter refused.")
+    file: str | None = None
+    cause: str | None = None
+    parameters: list[str] | None = Field(default=None, description="BadParameters: every "
+                                         "parameter refused.")
 
 
 class Error(BaseModel):
     error: ErrorBody
+    message: str = Field(description="The same line as error.message (what JupyterLab shows).")
+    reason: str = Field(description="The kind again, or the HTTP reason phrase.")
 
 
 def parse(model: type[Strict], body: bytes) -> Strict:

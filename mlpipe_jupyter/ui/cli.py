@@ -1,8 +1,11 @@
 """`mlpipe`: run a notebook's pipeline from a terminal, and read the run history.
 
 Start-up stays fast: only click is imported at module level; everything else when a command
-runs. Exit codes: 0 every step succeeded or was reused, 1 a step failed or the run was
-cancelled, 2 bad input (nothing ran), 130 interrupted.
+runs. Exit codes, one rule for every command, `--json` or not (each error kind declares its
+own in errors.py): 0 done; 1 the work did not succeed (a step failed, the run was cancelled,
+`verify` found damage, the run store or the executor failed); 2 a usage or spec error, nothing
+was done (a bad option or notebook, an unknown run, step or log, input refused); 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -12,13 +15,17 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
+if TYPE_CHECKING:
+    from ..errors import MlpipeError
 
-def _fail(err: Exception, code: int = 2) -> None:
+
+def _fail(err: MlpipeError) -> NoReturn:
     click.echo(f"error: {err}", err=True)
-    sys.exit(code)
+    sys.exit(err.exit_code)
 
 
 def _home(home: str | None, notebook_dir: Path | None = None):
@@ -61,8 +68,9 @@ def main() -> None:
 @click.argument("notebook", type=click.Path(dir_okay=False))
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Override a pipeline parameter (value parsed as a Python literal).")
-@click.option("--executor", default=None, help="docker or local (default: docker when a "
-              "daemon answers and a base image is there, else local).")
+@click.option("--executor", default=None, help="docker, local, or one an installed package "
+              "registers (default: docker when a daemon answers and a base image is there, "
+              "else local).")
 @click.option("--only", multiple=True, metavar="STEP", help="Run only this step (repeatable).")
 @click.option("--from", "from_step", default=None, metavar="STEP",
               help="Run this step and everything downstream.")
@@ -81,6 +89,7 @@ def run(notebook, params, executor, only, from_step, no_cache, max_parallel, fai
     from ..errors import MlpipeError
     from ..model.codeinfo import parse_assignments
     from ..model.notebook import read_pipeline
+    from ..model.states import StepState
     from ..run.runner import PipelineRunner, RunOptions
     from .config import load_config
     from .progress import TerminalProgress
@@ -119,10 +128,10 @@ def run(notebook, params, executor, only, from_step, no_cache, max_parallel, fai
         sys.exit(130)
     except MlpipeError as err:  # the run store failed: the run stopped (never "succeeded")
         progress.stop()
-        _fail(err, 1 if runner.recorded else 2)
+        _fail(err)
     progress.stop()
     progress.summary(state)
-    sys.exit(0 if state == "succeeded" else 1)
+    sys.exit(0 if state == StepState.SUCCEEDED else 1)
 
 
 def _interrupt(signum, frame) -> None:
@@ -153,17 +162,18 @@ def runs(as_json, limit, home):
 
     try:
         store = _store(_home(home))
-    except NotFound as err:
+    except NotFound as err:  # no history yet: an empty listing, not an error
         if as_json:
             click.echo("[]")
-            return
-        _fail(err, 1)
+        else:
+            click.echo(str(err), err=True)
+        return
     except MlpipeError as err:  # damaged: never "no runs yet"
-        _fail(err, 1)
+        _fail(err)
     try:
         found = store.runs(limit=limit)
     except MlpipeError as err:
-        _fail(err, 1)
+        _fail(err)
     finally:
         store.close()
     if as_json:
@@ -186,13 +196,13 @@ def show(run_id, as_json, home):
     try:
         found = _load_run(where, run_id)
     except MlpipeError as err:
-        _fail(err, 1)
+        _fail(err)
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
     from .listing import run_details
 
-    run_details(found, where.artifacts, where.runs / found["id"])
+    run_details(found, where.artifacts, where.run_dir(found["id"]))
 
 
 @main.command()
@@ -202,6 +212,7 @@ def show(run_id, as_json, home):
 def logs(run_id, step, home):
     """Print the log of STEP in run RUN_ID (of the run it was reused from, if it was)."""
     from ..errors import MlpipeError, NotFound
+    from ..model.states import StepState
 
     where = _home(home)
     try:
@@ -210,23 +221,23 @@ def logs(run_id, step, home):
         if step not in names:
             raise NotFound(f"run {found['id']} has no step `{step}` (steps: {', '.join(names)})")
         info = next(s for s in found["steps"] if s["name"] == step)
-        if info["state"] == "cached" and info.get("reused_from"):
+        if info["state"] == StepState.CACHED and info.get("reused_from"):
             from .listing import reuse_origin
 
             origin = reuse_origin(lambda r: _load_run(where, r), step, info["reused_from"])
-            log = where.step_dir(origin, step) / "log.txt"
+            log = where.step_files(origin, step).log
             if not log.exists():
                 raise NotFound(f"step `{step}` was reused from run {origin}; its log from that "
                                f"run is gone ({log})")
             click.echo(f"step `{step}` was reused from run {origin}; its log from that run:",
                        err=True)
         else:
-            log = where.step_dir(found["id"], step) / "log.txt"
+            log = where.step_files(found["id"], step).log
         if not log.exists():
-            state = next(s["state"] for s in found["steps"] if s["name"] == step)
-            raise NotFound(f"step `{step}` of run {found['id']} has no log (it was {state})")
+            raise NotFound(f"step `{step}` of run {found['id']} has no log (it was "
+                           f"{info['state']})")
     except MlpipeError as err:
-        _fail(err, 1)
+        _fail(err)
     click.echo(log.read_text(encoding="utf-8"), nl=False)
 
 
@@ -280,7 +291,7 @@ def image_build(notebook, base_image, quiet):
         built = pipeline_images(client, spec, path.parent, base=base, verbose=not quiet,
                                 log=lambda line: click.echo(line))
     except MlpipeError as err:
-        _fail(err, 1)
+        _fail(err)
     for name, image_id in built.items():
         users = [s.name for s in spec.steps if s.image == name]
         what = "runtime image" if name is None else f"image for --image {name} ({', '.join(users)})"
@@ -343,7 +354,7 @@ def gc(everything, images, dry_run, home):
             store.recover_interrupted()  # runs of dead runners: failed, interrupted
             store.close()
         except MlpipeError as err:
-            _fail(err, 1)
+            _fail(err)
     from ..kernels.scratch import sweep
 
     scratch = sweep(dry_run=dry_run)  # kernel logs and sockets of runners that died
@@ -356,7 +367,7 @@ def gc(everything, images, dry_run, home):
 
             stale = remove_stale_images(client, dry_run=dry_run)
     except MlpipeError as err:
-        _fail(err, 1)
+        _fail(err)
     verb = "would remove" if dry_run else "removed"
     for entry in removed:
         click.echo(f"{verb} {entry['name']} (run {entry['run']}, step {entry['step']}, "
@@ -388,7 +399,7 @@ def doctor(home):
     try:
         report = check(_home(home))
     except MlpipeError as err:
-        _fail(err, 1)
+        _fail(err)
     for line in report.lines:
         click.echo(line)
 

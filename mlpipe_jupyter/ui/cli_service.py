@@ -3,8 +3,10 @@
 The client commands always talk to a running service (`--url`, else $MLPIPE_URL, else
 http://127.0.0.1:8765; token from $MLPIPE_TOKEN): queued runs and schedules need the service's
 process to run them, so there is no serverless mode. Only the standard library's urllib is
-used, so the commands start as fast as the rest of the CLI. Exit codes: 0 done, 1 the run
-failed (`submit --wait`), 2 the service refused the request, 3 no service answers.
+used, so the commands start as fast as the rest of the CLI. Exit codes follow the rule of every
+`mlpipe` command (cli.py): 0 done; 1 the run did not succeed (`submit --wait`) or the service
+failed (a 5xx reply); 2 a usage error or a request the service refused (a 4xx reply: a bad
+parameter, an unknown pipeline, run or schedule); and 3 when no service answers.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Client:
                 message = raw.decode(errors="replace")[:200] or err.reason
             hint = " (set MLPIPE_TOKEN)" if err.code in (401, 403) else ""
             click.echo(f"error: {err.code}: {message}{hint}", err=True)
-            sys.exit(2)
+            sys.exit(1 if err.code >= 500 else 2)
         except OSError as err:
             click.echo(f"error: no mlpipe service answers at {self.url} ({err}); start one "
                        "with `mlpipe serve`, or set --url / MLPIPE_URL", err=True)
@@ -64,7 +66,7 @@ def _params(pairs: tuple[str, ...]) -> dict[str, Any]:
         return parse_assignments(list(pairs))
     except MlpipeError as err:
         click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+        sys.exit(err.exit_code)
 
 
 def _out(data: Any, as_json: bool, lines: list[str]) -> None:
@@ -95,7 +97,9 @@ PARAM = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VAL
               "ROOT/.mlpipe.")
 @click.option("--max-concurrent-runs", type=int, default=None, metavar="N",
               help="Runs at once (default 2).")
-@click.option("--executor", default=None, help="Executor of the service's runs.")
+@click.option("--executor", default=None, help="Executor of the service's runs: docker, "
+              "local, or one an installed package registers (default: as `mlpipe run` "
+              "chooses).")
 @click.option("--allow-root", is_flag=True, help="Run even as root (Jupyter refuses to).")
 def serve(ip, port, root, max_concurrent_runs, executor, allow_root):
     """Serve the pipeline REST API: publish, runs, schedules (Ctrl-C stops)."""
@@ -149,6 +153,8 @@ def pipelines(url, as_json):
 @JSON
 def submit(name, params, experiment, version, wait, url, as_json):
     """Queue a run of pipeline NAME."""
+    from ..model.states import StepState, is_final
+
     client = Client(url)
     path = f"pipelines/{name}/runs" + (f"?version={version}" if version else "")
     reply = client.call("POST", path, {"ExperimentName": experiment,
@@ -160,14 +166,14 @@ def submit(name, params, experiment, version, wait, url, as_json):
         click.echo(f"run {reply['Id']} queued")
     while True:
         run = client.call("GET", f"runs/{reply['Id']}")
-        if run["state"] not in ("queued", "running"):
+        if is_final(run["state"]):
             break
         time.sleep(0.5)
     lines = [f"run {run['id']} {run['state']}" + (f": {run['reason']}" if run["reason"]
                                                    else "")]
     lines += [f"  {s['name']:<20} {s['state']:<10} {s['reason'] or ''}" for s in run["steps"]]
     _out(run, as_json, lines)
-    sys.exit(0 if run["state"] == "succeeded" else 1)
+    sys.exit(0 if run["state"] == StepState.SUCCEEDED else 1)
 
 
 @click.group()

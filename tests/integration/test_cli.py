@@ -148,8 +148,8 @@ def test_logs_and_show_errors(tmp_path):
     run_id = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)[0]["id"]
     assert "hello from the step" in run_cli("logs", run_id, "hello", cwd=tmp_path).stdout
     missing = run_cli("logs", run_id, "ghost", cwd=tmp_path)
-    assert missing.returncode == 1 and "has no step `ghost`" in missing.stderr
-    assert run_cli("show", "19990101", cwd=tmp_path).returncode == 1
+    assert missing.returncode == 2 and "has no step `ghost`" in missing.stderr
+    assert run_cli("show", "19990101", cwd=tmp_path).returncode == 2
 
 
 def test_export(tmp_path, examples):

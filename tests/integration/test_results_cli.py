@@ -143,6 +143,6 @@ def test_logs_of_a_reused_step_come_from_the_run_that_ran_it(tmp_path):
     assert "report written" in logs.stdout
     shutil.rmtree(tmp_path / ".mlpipe" / "runs" / origin)
     gone = run_cli("logs", third["id"], "report", cwd=tmp_path)
-    assert gone.returncode == 1 and gone.stdout == ""
+    assert gone.returncode == 2 and gone.stdout == ""
     assert gone.stderr.count("\n") == 1
     assert f"was reused from run {origin}; its log from that run is gone" in gone.stderr

@@ -8,8 +8,11 @@ import json
 import secrets
 import socket
 import sqlite3
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -122,6 +125,25 @@ def test_every_route_wants_the_token(service: Service, path: str, method: str):
     assert "token" in reply["error"]["message"] and reply["message"] == reply["error"]["message"]
     status, reply = service.call(method.upper(), concrete, body, token="wrong")
     assert status == 403, (path, method, reply)
+
+
+def test_what_the_web_server_refuses_has_the_error_body_and_its_headers(service: Service):
+    def send(method: str, path: str, token: str | None) -> tuple[int, Message, dict]:
+        headers = {"Authorization": f"token {token}"} if token else {}
+        request = urllib.request.Request(f"{service.url}/mlpipe/api/{path}", method=method,
+                                         headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=30)
+        return caught.value.code, caught.value.headers, json.loads(caught.value.read())
+
+    status, headers, body = send("DELETE", "pipelines", service.token)
+    assert status == 405 and headers["Allow"] == "GET, POST", dict(headers)
+    assert body == {"error": {"error": "HTTPError", "message": "Method Not Allowed"},
+                    "message": "Method Not Allowed", "reason": "Method Not Allowed"}
+    status, headers, body = send("GET", "runs", None)
+    assert status == 401 and headers["WWW-Authenticate"] == "token", dict(headers)
+    assert body["reason"] == "Unauthorized" and body["error"]["error"] == "HTTPError"
+    assert body["message"] == "authentication required: send `Authorization: token <TOKEN>`"
 
 
 def test_an_idempotency_key_seen_before_returns_the_first_run(service: Service):

@@ -61,6 +61,16 @@ def test_errors_are_one_line_with_exit_codes(service: Service):
     assert nobody.returncode == 3 and "mlpipe serve" in nobody.stderr
 
 
+def test_a_service_that_fails_is_1_where_a_refusal_is_2(tmp_path):
+    with serving(tmp_path, clean_log=False) as server:
+        (server.root / ".mlpipe").mkdir()
+        (server.root / ".mlpipe" / "mlpipe.db").write_bytes(b"not a database!!" * 512)
+        failed = mlpipe(server, "publish", "p.ipynb", "--name", "cli")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert failed.stderr.startswith("error: 500: ") and failed.stderr.count("\n") == 1
+    assert "mlpipe.db is damaged" in failed.stderr
+
+
 def test_schedule_add_list_show_rm(service: Service):
     mlpipe(service, "publish", "p.ipynb", "--name", "cli")
     added = mlpipe(service, "schedule", "add", "cli", "--cron", "0 3 * * *", "--timezone",
