@@ -6,15 +6,7 @@ import contextlib
 import json
 from pathlib import Path
 
-from ..errors import (
-    Cancelled,
-    ExecutorError,
-    MlpipeError,
-    NotebookError,
-    NotFound,
-    SpecError,
-    UsageError,
-)
+from ..errors import MlpipeError, NotebookError, SpecError
 from .builder import PipelineBuilder
 from .checks import require_steps
 from .options import parse_step_line
@@ -115,22 +107,11 @@ def read_pipeline(path: str | Path) -> PipelineSpec:
                                     f"{number})", step=name)
                 where[builder.add_step(line, body).spec.name] = number
         except MlpipeError as err:
-            raise in_cell(err, path, number) from None
+            raise err.with_context(f"{path.name}, cell {number}", file=str(path),
+                                   cell=str(number)) from None
     spec = builder.spec()
     require_steps(spec, notebook=path)
     return spec
-
-
-# errors.py's classes whose constructor is MlpipeError's: one can be made from another's fields
-_PLAIN = (UsageError, SpecError, NotebookError, NotFound, ExecutorError, Cancelled, MlpipeError)
-
-
-def in_cell(err: MlpipeError, path: Path, number: int) -> MlpipeError:
-    """`err` said of a notebook's cell: its message prefixed, its fields kept, as the nearest
-    plain class of errors.py (a subclass's own constructor is not called, so never fails)."""
-    kind = next(k for k in type(err).__mro__ if k in _PLAIN)
-    return kind(f"{path.name}, cell {number}: {err}", step=err.step, option=err.option,
-                file=str(path), cell=str(number), cause=err.cause)
 
 
 def step_cells(path: str | Path) -> dict[str, int]:

@@ -141,5 +141,3 @@ def test_runs_of_a_store_that_cannot_be_read_is_one_line_naming_it(shell, tmp_pa
     shutil.rmtree(home)
     home.write_text("")  # the home is a file
     assert str(home) in _one_line(shell, "runs")
-    shell.run_cell_magic("step", "a --no-run", "x = 1")
-    assert str(home) in _one_line(shell, "run --executor local")

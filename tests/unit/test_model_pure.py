@@ -6,12 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import MISSING, fields
-from pathlib import Path
 
 import pytest
 
-from mlpipe_jupyter.errors import MlpipeError, UsageError
-from mlpipe_jupyter.model.notebook import in_cell, read_pipeline
+from mlpipe_jupyter.errors import SpecError, UsageError
+from mlpipe_jupyter.model.notebook import read_pipeline
 from mlpipe_jupyter.model.options import (
     parse_setup_line,
     read_step_line,
@@ -19,7 +18,6 @@ from mlpipe_jupyter.model.options import (
     step_help,
 )
 from mlpipe_jupyter.model.spec import PipelineSpec, StepSpec
-from mlpipe_jupyter.run.storecheck import StoreDamaged
 from tests.conftest import write_notebook
 
 MODEL = ["mlpipe_jupyter.model"] + [
@@ -94,15 +92,9 @@ def test_an_error_in_a_cell_keeps_its_class_and_fields(tmp_path):
         "error": "UsageError", "message": "nb.ipynb, cell 2: step `fit` --gpus: must be 1 or "
         "more, got 0", "step": "fit", "cell": "2", "option": "--gpus", "file": str(path)}
 
-
-def test_an_error_with_its_own_constructor_is_said_of_a_cell_without_calling_it():
-    """`type(err)(message, ...)` would fail for StoreDamaged(path, why) and drop `cause`."""
-    damaged = StoreDamaged(Path("/h/mlpipe.db"), "garbled header")
-    err = in_cell(damaged, Path("/n/nb.ipynb"), 3)
-    assert type(err) is MlpipeError and str(err).startswith("nb.ipynb, cell 3: /h/mlpipe.db is")
-    assert (err.cell, err.file, err.cause) == ("3", "/n/nb.ipynb", "store-damaged")
-    usage = in_cell(UsageError("bad", step="s", option="--x", cause="why"), Path("nb.ipynb"), 1)
-    assert type(usage) is UsageError
-    assert usage.to_dict() == {"error": "UsageError", "message": "nb.ipynb, cell 1: bad",
-                               "step": "s", "cell": "1", "option": "--x", "file": "nb.ipynb",
-                               "cause": "why"}
+    twice = write_notebook(tmp_path / "twice.ipynb", ["%%step a\nx = 1", "%%step a\ny = 1"])
+    with pytest.raises(SpecError) as info:
+        read_pipeline(twice)
+    assert info.value.to_dict() == {
+        "error": "SpecError", "message": "twice.ipynb, cell 2: duplicate step name `a` (cells 1 "
+        "and 2)", "step": "a", "cell": "2", "file": str(twice)}
