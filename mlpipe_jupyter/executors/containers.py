@@ -43,7 +43,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..home import BOX
-from ..model.options import parse_memory
+from ..model.rules import parse_memory
 from .base import StepJob
 
 WORK, INPUTS, OUTPUTS, STEP = "/mlpipe/work", "/mlpipe/inputs", "/mlpipe/outputs", "/mlpipe/step"

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExecutorError, MlpipeError, StepFailed, UsageError
-from ..model.options import NETWORKS
+from ..model.rules import NETWORKS
 from ..model.spec import PipelineSpec, StepSpec
 from ..run.stepbook import failure_from_notebook
 from . import kernelbridge, sandbox

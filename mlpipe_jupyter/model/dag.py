@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 import networkx as nx
 
 from ..errors import SpecError, UsageError
-from .options import STEP_NAME, check_artifact
+from .rules import STEP_NAME, check_artifact
 from .spec import PipelineSpec, is_variable
 
 

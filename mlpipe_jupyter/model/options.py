@@ -16,11 +16,7 @@ from typing import Any, NoReturn
 
 from ..errors import UsageError
 from .checks import did_you_mean
-from .rules import NETWORKS as NETWORKS  # these four: dag.py and executors/ import them here
-from .rules import STEP_NAME as STEP_NAME
 from .rules import Option
-from .rules import check_artifact as check_artifact
-from .rules import parse_memory as parse_memory
 from .spec import PipelineSpec, StepSpec
 
 STEP_DOC = ("Declare a pipeline step: "

@@ -22,6 +22,9 @@ class StepState(str, Enum):
     def __str__(self) -> str:  # f"{state}" is the name users see, on every Python version
         return self.value
 
+    def __repr__(self) -> str:  # `run.status` in a notebook cell shows 'failed', as it did
+        return repr(self.value)
+
     @property
     def is_final(self) -> bool:
         """It will not change again in this run."""

@@ -17,7 +17,8 @@ from mlpipe_jupyter.model.builder import PipelineBuilder
 from mlpipe_jupyter.model.cache import _h
 from mlpipe_jupyter.model.checks import check_param
 from mlpipe_jupyter.model.notebook import read_pipeline
-from mlpipe_jupyter.model.options import parse_memory, parse_step_line
+from mlpipe_jupyter.model.options import parse_step_line
+from mlpipe_jupyter.model.rules import parse_memory
 
 # what `-p NAME=VALUE` can give (ast.literal_eval): JSON values and the literals that are not
 _SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5),
