@@ -135,10 +135,11 @@ def _check_variable(staged: Path, name: str, label: str) -> None:
 
 
 class ArtifactStore:
-    def __init__(self, root: Path, *, run_id: str = "any") -> None:
+    def __init__(self, root: Path, *, run_id: str = "any", staging: Path | None = None) -> None:
         self.root = Path(root)
-        # staged per run, so that what a crashed run left half-written can be removed by id
-        self._staging = self.root / ".staging" / run_id
+        # staged per run (a runner passes home.staging(run_id)), so that what a crashed run
+        # left half-written can be removed by id
+        self._staging = staging or self.root / ".staging" / run_id
 
     def path(self, digest: str) -> Path:
         if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):

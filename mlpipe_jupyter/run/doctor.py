@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from ..home import Home
+from ..home import Home, StepFiles
+from ..model.states import StepState
 from .storecheck import StoreDamaged, header_problem
 
 REBUILT = "rebuilt by mlpipe doctor from runs/"
@@ -43,7 +44,7 @@ def problem(path: Path) -> str | None:
     if (why := header_problem(path)) is not None:
         return why
     try:
-        store = RunStore(path)
+        store = RunStore(path, readonly=True)  # a check writes nothing
     except StoreDamaged as err:
         return err.why
     try:
@@ -150,7 +151,7 @@ def rebuild_runs(runs: Path):
         return
     for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()):
         steps = [step_row(run_dir.name, d) for d in sorted(run_dir.iterdir())
-                 if d.is_dir() and (d / "step.ipynb").is_file()]
+                 if d.is_dir() and StepFiles(d).notebook.is_file()]
         if not steps:
             continue
         steps.sort(key=lambda s: (s["started"] or float("inf"), s["name"]))
@@ -159,11 +160,11 @@ def rebuild_runs(runs: Path):
         pipeline = next((s.pop("_pipeline") for s in steps if s.get("_pipeline")), "unknown")
         for s in steps:
             s.pop("_pipeline", None)
-        failed = [s["name"] for s in steps if s["state"] != "succeeded"]
+        failed = [s["name"] for s in steps if s["state"] != StepState.SUCCEEDED]
         starts = [s["started"] for s in steps if s["started"]]
         ends = [s["finished"] for s in steps if s["finished"]]
         row = {"id": run_dir.name, "notebook": f"{pipeline}.ipynb", "pipeline": pipeline,
-               "state": "failed" if failed else "succeeded",
+               "state": StepState.FAILED if failed else StepState.SUCCEEDED,
                "reason": (f"step{'s' if len(failed) > 1 else ''} "
                           f"{', '.join(f'`{n}`' for n in failed)} failed; " if failed else "")
                + REBUILT,
@@ -174,22 +175,25 @@ def rebuild_runs(runs: Path):
 
 
 def step_row(run_id: str, step_dir: Path) -> dict:
-    row = {"run_id": run_id, "name": step_dir.name, "state": "failed", "reason": "interrupted",
-           "started": None, "finished": None, "error": None, "attempt": 1, "_pipeline": None}
+    files = StepFiles(step_dir)
+    row = {"run_id": run_id, "name": step_dir.name, "state": StepState.FAILED,
+           "reason": "interrupted", "started": None, "finished": None, "error": None,
+           "attempt": 1, "_pipeline": None}
     with contextlib.suppress(OSError, ValueError):
-        meta = json.loads((step_dir / "step.ipynb").read_text()).get("metadata", {})
+        meta = json.loads(files.notebook.read_text()).get("metadata", {})
         row["name"] = meta.get("mlpipe", {}).get("step") or row["name"]
         row["_pipeline"] = meta.get("mlpipe", {}).get("pipeline")
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        pm = json.loads((step_dir / "output.ipynb").read_text())["metadata"]["papermill"]
+        pm = json.loads(files.output.read_text())["metadata"]["papermill"]
         row["started"] = _ts(pm.get("start_time"))
         if pm.get("end_time"):
             row["finished"] = _ts(pm["end_time"])
-            row["state"] = "failed" if pm.get("exception") else "succeeded"
-            row["reason"] = REBUILT if not pm.get("exception") else "failed"
-    if row["state"] == "failed":
+            failed = bool(pm.get("exception"))
+            row["state"] = StepState.FAILED if failed else StepState.SUCCEEDED
+            row["reason"] = str(StepState.FAILED) if failed else REBUILT
+    if row["state"] == StepState.FAILED:
         with contextlib.suppress(OSError):
-            lines = (step_dir / "log.txt").read_text(errors="replace").splitlines()
+            lines = files.log.read_text(errors="replace").splitlines()
             failures = [x for x in lines if x.startswith("attempt ") and " failed: " in x]
             if failures:
                 message = failures[-1].split(" failed: ", 1)[1]

@@ -1,14 +1,16 @@
-"""The local environment fingerprint that keys reuse for the `local` executor."""
+"""The local environment fingerprint that keys reuse for the `local` executor.
+
+Computed afresh when asked (an executor asks once per run): in a kernel, `%pip install -U pkg`
+between two runs must change the next run's keys, so nothing here is cached for the process.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import sys
-from functools import lru_cache
 
 
-@lru_cache(maxsize=1)
 def local_environment() -> str:
     """Python version and every installed distribution with its version, hashed.
 

@@ -1,7 +1,8 @@
 """What runners that died leave behind, found and removed without `mlpipe gc`.
 
 `reap(store)` is the explicit recovery step that `mlpipe run` (PipelineRunner), `mlpipe runs`,
-`mlpipe show` and the service call; opening a RunStore only reads. It
+`mlpipe show` and the service call; opening a RunStore never recovers. `reap_home(home)` is the
+same step for a reader: the store is written only when there is a run to fail. It
 - fails the runs still `running` whose runner is gone (store.recover_interrupted: pid, start
   time and boot id on this host, the heartbeat anywhere);
 - removes scratch directories (kernel logs, connection files, sockets) of runners that are gone;
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MlpipeError, NotFound
-from .events import FINAL
+from ..home import Home
+from ..model.states import is_final
 
 log = logging.getLogger("mlpipe_jupyter")
 
@@ -41,7 +43,7 @@ def run_over(store):
     """For collect_garbage: whether the run `run_id` of `store` has ended (None: unknown)."""
     def over(run_id: str) -> bool:
         try:
-            return store.run(run_id)["state"] in FINAL
+            return is_final(store.run(run_id)["state"])
         except MlpipeError:  # not in this store, or unreadable: not ours to judge
             return False
     return over
@@ -71,6 +73,26 @@ def reap(store, *, docker: bool | None = None) -> Reaped:
             finally:
                 client.close()
     return done
+
+
+def reap_home(home: Home, *, docker: bool | None = None) -> Reaped:
+    """reap() for the store of `home`, opened for writing only when one of its runs has a
+    runner that died (or `docker`): listing runs otherwise writes nothing."""
+    from ..kernels.scratch import sweep
+    from .store import RunStore
+
+    reader = RunStore(home.db, readonly=True)
+    try:
+        dead = reader.interrupted()
+    finally:
+        reader.close()
+    if not dead and not docker:
+        return Reaped(scratch=sweep())
+    store = RunStore(home.db)
+    try:
+        return reap(store, docker=docker)
+    finally:
+        store.close()
 
 
 def _executor(store, run_id: str) -> str | None:

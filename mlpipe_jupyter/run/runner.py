@@ -1,90 +1,50 @@
-"""Schedule a pipeline's DAG: a ready queue, parallel branches, reuse, retries, timeouts,
-cancellation. Everything it does is told to its listeners (store, CLI, widget, server)."""
+"""Run a pipeline's DAG: a ready queue, parallel branches, reuse, retries, timeouts,
+cancellation. Everything it does is told to its listeners (store, CLI, widget, server).
+
+Constructing a PipelineRunner plans the run (plan.py: validation, parameters, selection) and
+chooses its executor, writing nothing; `run()` opens the run store, recovers what runners that
+died left (reaper.py), records the run and runs it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import secrets
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, safefs
-from ..errors import Cancelled, MlpipeError, SpecError, StepFailed
-from ..executors import StepJob, executors
+from .. import __version__
+from ..errors import MlpipeError, SpecError
+from ..executors import executors
 from ..home import Home
-from ..model.cache import cache_key, key_parts, miss_reasons, short_reason
-from ..model.checks import check_params
-from ..model.dag import build_dag, select, topo_order
-from ..model.spec import PipelineSpec, StepSpec, is_variable
+from ..model.cache import cache_key, key_parts, miss_reasons
+from ..model.spec import PipelineSpec, StepSpec
+from ..model.states import StepState
 from .artifacts import ArtifactStore
-from .events import (
-    CACHED,
-    CANCELLED,
-    FAILED,
-    FINAL,
-    OK,
-    QUEUED,
-    RUNNING,
-    SKIPPED,
-    SUCCEEDED,
-    Broadcaster,
-    RunListener,
-)
-from .stepbook import write_step_notebook
+from .events import Broadcaster, RunListener
+from .plan import RunOptions, new_run_id, plan_run, refusal
+from .steprun import StepRunner
 from .store import RunStore
 from .storecheck import Heartbeat, StoreDamaged, StoreUnwritable, os_error_line
 
 
-@dataclass
-class RunOptions:
-    params: dict[str, Any] = field(default_factory=dict)
-    executor: str | None = None
-    only: tuple[str, ...] = ()
-    from_step: str | None = None
-    no_cache: bool = False
-    max_parallel: int | None = None
-    fail_fast: bool = False
-    executor_options: dict[str, Any] = field(default_factory=dict)
-    # who started the run (cli|kernel|rest|schedule) and what it is filed under; the service
-    # also gives the run id it already handed out at submit time, and the published version
-    run_id: str | None = None
-    experiment: str | None = None
-    source: str | None = None
-    pipeline: str | None = None
-    pipeline_version: int | None = None
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-
-
-def resolve_params(spec: PipelineSpec, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The run's parameter values; an unknown name or a value of the wrong type is a one-line
-    UsageError raised here, before any executor is chosen or started (rules: checks.py)."""
-    return check_params(spec.param_defaults, overrides)
-
-
 class PipelineRunner:
-    """One run of one pipeline. Construct (validates everything), then `run()`."""
+    """One run of one pipeline. Construct (plans, refuses what cannot run), then `run()`."""
 
     latest: Path | None = None  # once the run succeeded: its file outputs' stable directory
+    store: RunStore | None = None  # opened by run()
 
     def __init__(self, spec: PipelineSpec, *, notebook: str, base_dir: str | Path,
                  options: RunOptions | None = None, home: Home | None = None,
                  listeners: list[RunListener] = ()) -> None:
-        self.spec = spec
-        self.notebook = notebook
-        self.base_dir = Path(base_dir).resolve()
-        self.options = options or RunOptions()
-        self.home = (home or Home.for_dir(self.base_dir)).ensure()
-        self.graph = build_dag(spec, file_exists=lambda p: (self.base_dir / p).exists())
-        self.params = resolve_params(spec, self.options.params)
-        self.selected = select(self.graph, self.options.only, self.options.from_step)
+        plan = plan_run(spec, notebook=notebook, base_dir=base_dir, options=options, home=home)
+        self.spec, self.notebook, self.base_dir = plan.spec, plan.notebook, plan.base_dir
+        self.options, self.home, self.graph = plan.options, plan.home, plan.graph
+        self.params, self.selected, self.order = plan.params, plan.selected, plan.order
         # notes: one line each for the user (why the steps run locally, say)
         self.executor_name, self.executor, self.notes = executors.choose(
             self.options.executor, self.options.executor_options, spec=spec,
@@ -92,48 +52,32 @@ class PipelineRunner:
         self.max_parallel = max(1, self.options.max_parallel or os.cpu_count() or 1)
         self.executor.max_parallel = self.max_parallel  # bounds work an executor does ahead
         self.run_id = self.options.run_id or new_run_id()
-        self.store = RunStore(self.home.db)
-        from .reaper import reap  # runs, containers and scratch of runners that died
-
-        reap(self.store)
+        self.artifacts = ArtifactStore(self.home.artifacts, run_id=self.run_id,
+                                       staging=self.home.staging(self.run_id))
+        self.events = Broadcaster(list(listeners))
         self.recorded = False  # the store took the run's start (else nothing ran: exit 2)
         self._heartbeat: Heartbeat | None = None
-        self.artifacts = ArtifactStore(self.home.artifacts, run_id=self.run_id)
-        self.events = Broadcaster([self.store, *listeners])
-        order = topo_order(self.graph)
-        needed = set(self.selected)
-        for name in self.selected:
-            needed |= self._ancestors(name)
-        self.order = [n for n in order if n in needed]
-        self.states: dict[str, str] = {n: QUEUED for n in self.order}
+        # written under _lock: the pool's threads set the states of the steps they run
+        self.states: dict[str, StepState] = dict.fromkeys(self.order, StepState.QUEUED)
         self.outputs: dict[str, dict[str, str]] = {}
         self.sources: dict[str, str] = {}
-        self._jobs: dict[str, StepJob] = {}
         self._damaged: dict[str, list[str]] = {}  # step -> why its earlier result is unusable
+        self.refused: str | None = None  # why a step the run needs could not be reused
         self._cancel = threading.Event()
         self._lock = threading.Lock()
-        self.state: str = QUEUED
+        self.state: StepState = StepState.QUEUED
         self.reason: str | None = None
-
-    def _ancestors(self, name: str) -> set[str]:
-        import networkx as nx
-
-        return nx.ancestors(self.graph, name)
+        self._steps = StepRunner(
+            run_id=self.run_id, spec=self.spec, notebook=self.notebook, params=self.params,
+            home=self.home, executor=self.executor, artifacts=self.artifacts,
+            events=self.events, set_state=self._set, cancelled=self._cancel)
 
     # -- public ------------------------------------------------------------------------------
     def cancel(self) -> None:
         """Stop the run: running steps are stopped (kernels, containers), queued ones dropped."""
         self._cancel.set()
-        self._stop_running_steps()
+        self._steps.stop_all()
         self.executor.cancel_run(run_id=self.run_id)
-
-    def _stop_running_steps(self) -> None:
-        with self._lock:
-            jobs = list(self._jobs.values())
-        for job in jobs:
-            job.cancel.set()
-            if job.stop is not None:
-                job.stop()
 
     @property
     def cancelled(self) -> bool:
@@ -146,18 +90,22 @@ class PipelineRunner:
         """Run to the end; return the run's final state. History must be written: when the run
         store fails (StoreUnwritable, StoreDamaged) the run stops, its steps are stopped, and
         that error is raised once the run is wound up. A disk full (any OSError) fails it."""
-        started = time.time()
-        self.state = RUNNING
         try:
+            self._open_history()
+            self.state = StepState.RUNNING
             self.events.on_run_started(
                 run_id=self.run_id, notebook=self.notebook, params=self.params,
-                steps=self.order, executor=self.executor_name, started=started,
+                steps=self.order, executor=self.executor_name, started=time.time(),
                 defaults=self.spec.param_defaults, experiment=self.options.experiment,
                 source=self.options.source, pipeline=self.options.pipeline,
                 pipeline_version=self.options.pipeline_version)
-        except MlpipeError:
-            self.state = FAILED
-            self.store.close()
+        except MlpipeError as err:  # the store cannot be opened or written: nothing recorded
+            self.state, self.reason = StepState.FAILED, str(err)
+            if self.store is not None:
+                self.store.close()
+            # a view shown before run() (the kernel's widget) says why, instead of waiting on
+            self.events.on_run_finished(run_id=self.run_id, state=self.state, at=time.time(),
+                                        reason=self.reason)
             raise
         self.recorded = True
         self._heartbeat = Heartbeat(lambda: self.store.beat(self.run_id))
@@ -174,43 +122,60 @@ class PipelineRunner:
                 err, (OSError, StoreUnwritable, StoreDamaged))
             if fatal:
                 self.cancel()
-            for name, state in self.states.items():
-                if state not in FINAL:
-                    after = (FAILED if fatal and state == RUNNING else
-                             CANCELLED if self.cancelled else SKIPPED)
-                    with contextlib.suppress(MlpipeError):  # the store failed: raised below
-                        self._set(name, after, reason=reason)
+            self._settle(lambda state: (
+                StepState.FAILED if fatal and state == StepState.RUNNING else
+                StepState.CANCELLED if self.cancelled else StepState.SKIPPED), reason)
         except BaseException as err:  # KeyboardInterrupt included: record, then re-raise
             self.cancel()
-            for name, state in self.states.items():
-                if state not in FINAL:
-                    self._set(name, CANCELLED, reason="run interrupted")
-            self._finish(CANCELLED, f"interrupted ({type(err).__name__})")
+            self._settle(lambda state: StepState.CANCELLED, "run interrupted")
+            self._finish(StepState.CANCELLED, f"interrupted ({type(err).__name__})")
             raise
         finally:
             self.executor.end_run(run_id=self.run_id)
-        if fatal:
-            final = FAILED
-        elif self.cancelled:
-            final = CANCELLED
-        elif all(s in OK for s in self.states.values()):
-            final = SUCCEEDED
-        else:
-            final = FAILED
-            failed = [n for n, s in self.states.items() if s == FAILED]
-            reason = reason or (f"step{'s' if len(failed) > 1 else ''} "
-                                f"{', '.join(f'`{n}`' for n in failed)} failed" if failed else None)
+        final, reason = self._outcome(fatal, reason)
         self._finish(final, reason)
         if self.events.failure is not None:
             raise self.events.failure
         return final
 
-    def _finish(self, state: str, reason: str | None) -> None:
+    def _open_history(self) -> None:
+        """The run store, opened for writing, then the explicit recovery step: the runs of
+        runners that died are failed, their containers and scratch removed. The store is an
+        essential listener: the Broadcaster calls it before any view, so history is written
+        before a view shows it, and its failure stops the run."""
+        from .reaper import reap
+
+        self.home.ensure()
+        self.store = RunStore(self.home.db)
+        reap(self.store)
+        self.events.add(self.store)
+
+    def _settle(self, after, reason: str | None) -> None:
+        """Steps the run ends before their end get the state `after(state)`; once the store
+        failed, what it refuses is raised by run() (events.failure)."""
+        for name, state in list(self.states.items()):
+            if not state.is_final:
+                with contextlib.suppress(MlpipeError):
+                    self._set(name, after(state), reason=reason)
+
+    def _outcome(self, fatal: bool, reason: str | None) -> tuple[StepState, str | None]:
+        if fatal:
+            return StepState.FAILED, reason
+        if self.cancelled:
+            return StepState.CANCELLED, reason
+        if all(state.is_ok for state in self.states.values()):
+            return StepState.SUCCEEDED, reason
+        failed = [n for n, s in self.states.items() if s == StepState.FAILED]
+        return StepState.FAILED, reason or self.refused or (
+            f"step{'s' if len(failed) > 1 else ''} {', '.join(f'`{n}`' for n in failed)} "
+            "failed" if failed else None)
+
+    def _finish(self, state: StepState, reason: str | None) -> None:
         if self._heartbeat is not None:
             self._heartbeat.stop()
         self.state, self.reason = state, reason
         self.artifacts.clean_staging()
-        if state == SUCCEEDED:  # <home>/latest/<notebook stem>/: its files, swapped in whole
+        if state == StepState.SUCCEEDED:  # <home>/latest/<notebook stem>/: its files, swapped in
             from .latest import publish_run
 
             self.latest = publish_run(self.home, self.notebook, self.run_id, self.artifacts,
@@ -219,7 +184,7 @@ class PipelineRunner:
             self.events.on_run_finished(run_id=self.run_id, state=state, at=time.time(),
                                         reason=reason)
         if self.events.failure is not None:  # recorded failed if the store takes it now
-            self.state, self.reason = FAILED, str(self.events.failure)
+            self.state, self.reason = StepState.FAILED, str(self.events.failure)
             with contextlib.suppress(MlpipeError):  # else the next opener does (pid, heartbeat)
                 self.store.mark_failed(self.run_id, self.reason, wait=2)
         self.store.close()
@@ -231,8 +196,11 @@ class PipelineRunner:
     def _run_log(self, line: str) -> None:
         self.events.on_step_log(run_id=self.run_id, step="", line=line)
 
-    def _set(self, name: str, state: str, **fields: Any) -> None:
-        self.states[name] = state
+    def _set(self, name: str, state: StepState, **fields: Any) -> None:
+        with self._lock:
+            self.states[name] = state
+            if "outputs" in fields:  # a result (run or reused) that steps after it read
+                self.outputs[name] = fields["outputs"]
         self.events.on_step_state(run_id=self.run_id, step=name, state=state, at=time.time(),
                                   **fields)
 
@@ -253,72 +221,19 @@ class PipelineRunner:
                     digests[item] = self.outputs[pred][item]
         return digests
 
-    def _try_reuse(self, step: StepSpec, parts: dict, key: str) -> bool:
-        if step.no_cache or (self.options.no_cache and step.name in self.selected):
-            return False
-        row = self.store.find_reusable(step.name, key)
-        if row is None:
-            return False
-        import json
-
-        outputs = json.loads(row["outputs"] or "{}")
-        damaged = [item for item, d in outputs.items() if self.artifacts.verify(d) is not None]
-        if damaged:  # never reused silently: the step runs again and rewrites them
-            self._damaged[step.name] = [f"artifact of `{item}` damaged" for item in damaged]
-            return False
-        origin = row["reused_from"] or row["run_id"]
-        self.outputs[step.name] = outputs
-        self._set(step.name, CACHED, reason=f"reused from run {origin}", cache_key=key,
-                  key_parts=parts, reused_from=origin, outputs=outputs,
-                  reasons=[f"reused from run {origin}"])
-        return True
-
     def _schedule(self) -> None:
+        """Steps start as their upstream ends, up to max_parallel at once, until none is left."""
         pending = list(self.order)
         running: dict[Future, str] = {}
         pool = ThreadPoolExecutor(self.max_parallel, thread_name_prefix="mlpipe-step")
         try:
             while pending or running:
-                progressed = True
-                while progressed and not self.cancelled:
-                    progressed = False
-                    for name in list(pending):
-                        preds = list(self.graph.predecessors(name))
-                        if any(self.states.get(p, SUCCEEDED) not in FINAL for p in preds):
-                            continue
-                        bad = [p for p in preds if self.states.get(p, SUCCEEDED) not in OK]
-                        if bad:
-                            pending.remove(name)
-                            self._set(name, SKIPPED,
-                                      reason=f"upstream `{bad[0]}` {self.states[bad[0]]}")
-                            progressed = True
-                            continue
-                        if len(running) >= self.max_parallel:
-                            break
-                        pending.remove(name)
-                        progressed = True
-                        step = self.graph.nodes[name]["spec"]
-                        parts = key_parts(self.spec, step, self.params, self._input_digests(step),
-                                          self.executor.environment(step), __version__)
-                        key = cache_key(parts)
-                        if name not in self.selected:
-                            if not self._try_reuse(step, parts, key):
-                                raise SpecError(
-                                    f"step `{name}` is not selected and has no earlier "
-                                    "successful run with the same code, parameters and inputs; "
-                                    f"run it first (or add it to --only)", step=name)
-                            continue
-                        if self._try_reuse(step, parts, key):
-                            continue
-                        reasons = (["--no-cache"] if step.no_cache or self.options.no_cache
-                                   else self._damaged.pop(name, None) or miss_reasons(
-                                       self.store.last_key_parts(self.notebook, name), parts))
-                        future = pool.submit(self._execute, step, key, parts, reasons)
-                        running[future] = name
                 if self.cancelled:
                     for name in pending:
-                        self._set(name, CANCELLED, reason="run cancelled")
+                        self._set(name, StepState.CANCELLED, reason="run cancelled")
                     pending.clear()
+                for work in self._admit(pending, room=self.max_parallel - len(running)):
+                    running[pool.submit(self._steps.execute, *work)] = work[0].name
                 if not running:
                     if pending:  # nothing can start: only possible if the graph changed under us
                         raise SpecError("no step can start: " + ", ".join(pending))
@@ -326,8 +241,8 @@ class PipelineRunner:
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:
                     name = running.pop(future)
-                    future.result()  # _execute records its own outcome; this re-raises bugs
-                    if self.states[name] == FAILED and self.options.fail_fast:
+                    future.result()  # execute() records its own outcome; this re-raises bugs
+                    if self.states[name] == StepState.FAILED and self.options.fail_fast:
                         self._stop_for_fail_fast(name, pending)
         except BaseException:
             self.cancel()  # stop kernels and containers first, or shutdown() waits for them
@@ -335,101 +250,74 @@ class PipelineRunner:
         finally:
             pool.shutdown(wait=True)
 
+    def _admit(self, pending: list[str], room: int) -> list[tuple]:
+        """One pass over the waiting steps, in order: a step whose upstream failed is skipped,
+        one that can be reused is, the others are returned to start while there is room. As
+        the order is topological, what the pass decides for a step is seen by those after it."""
+        start = []
+        for name in list(pending):
+            ready, upstream_bad = self._readiness(name)
+            if not ready:
+                continue
+            if upstream_bad is not None:
+                pending.remove(name)
+                self._set(name, StepState.SKIPPED, reason=upstream_bad)
+                continue
+            if len(start) >= room:
+                break
+            pending.remove(name)
+            if (work := self._reuse_or_work(name)) is not None:
+                start.append(work)
+        return start
+
+    def _readiness(self, name: str) -> tuple[bool, str | None]:
+        """(every upstream step has ended, why this one must be skipped: one that failed)."""
+        upstream = [(p, self.states.get(p, StepState.SUCCEEDED))
+                    for p in self.graph.predecessors(name)]
+        if not all(state.is_final for _, state in upstream):
+            return False, None
+        bad = next(((p, state) for p, state in upstream if not state.is_ok), None)
+        return True, None if bad is None else f"upstream `{bad[0]}` {bad[1]}"
+
+    def _reuse_or_work(self, name: str) -> tuple | None:
+        """Settle a ready step by its key: reused, refused (a step the run needs but does not
+        run must be reused), or the arguments of StepRunner.execute, which runs it."""
+        step = self.graph.nodes[name]["spec"]
+        digests = self._input_digests(step)
+        parts = key_parts(self.spec, step, self.params, digests,
+                          self.executor.environment(step), __version__)
+        key = cache_key(parts)
+        if self._try_reuse(step, parts, key):
+            return None
+        if name not in self.selected:  # the run fails, saying why; other branches go on
+            why = refusal(name, ran_before=True)
+            self.refused = self.refused or why
+            self._set(name, StepState.SKIPPED, reason=why)
+            return None
+        reasons = (["--no-cache"] if step.no_cache or self.options.no_cache
+                   else self._damaged.pop(name, None) or miss_reasons(
+                       self.store.last_key_parts(self.notebook, name), parts))
+        return step, key, parts, reasons, digests
+
+    def _try_reuse(self, step: StepSpec, parts: dict, key: str) -> bool:
+        if step.no_cache or (self.options.no_cache and step.name in self.selected):
+            return False
+        row = self.store.find_reusable(step.name, key)
+        if row is None:
+            return False
+        outputs = json.loads(row["outputs"] or "{}")
+        damaged = [item for item, d in outputs.items() if self.artifacts.verify(d) is not None]
+        if damaged:  # never reused silently: the step runs again and rewrites them
+            self._damaged[step.name] = [f"artifact of `{item}` damaged" for item in damaged]
+            return False
+        origin = row["reused_from"] or row["run_id"]
+        self._set(step.name, StepState.CACHED, reason=f"reused from run {origin}", cache_key=key,
+                  key_parts=parts, reused_from=origin, outputs=outputs,
+                  reasons=[f"reused from run {origin}"])
+        return True
+
     def _stop_for_fail_fast(self, failed: str, pending: list[str]) -> None:
         for name in pending:
-            self._set(name, SKIPPED, reason=f"--fail-fast: `{failed}` failed")
+            self._set(name, StepState.SKIPPED, reason=f"--fail-fast: `{failed}` failed")
         pending.clear()
-        self._stop_running_steps()
-
-    # -- one step ----------------------------------------------------------------------------
-    def _execute(self, step: StepSpec, key: str, parts: dict, reasons: list[str]) -> None:
-        reason = short_reason(reasons)  # what live displays show; the store keeps them all
-        step_dir = self.home.step_dir(self.run_id, step.name)
-        step_dir.mkdir(parents=True, exist_ok=True)
-        notebook = step_dir / "step.ipynb"
-        write_step_notebook(notebook, self.spec, step, pipeline=Path(self.notebook).stem)
-        attempts = step.retries + 1
-        with open(step_dir / "log.txt", "a", encoding="utf-8") as log_file:
-            def log(line: str) -> None:
-                log_file.write(line + "\n")
-                log_file.flush()
-                self.events.on_step_log(run_id=self.run_id, step=step.name, line=line)
-
-            for attempt in range(1, attempts + 1):
-                if self.cancelled:
-                    self._set(step.name, CANCELLED, reason="run cancelled", attempt=attempt)
-                    return
-                self._set(step.name, RUNNING, reason=reason, attempt=attempt, cache_key=key,
-                          key_parts=parts, reasons=reasons)
-                if attempts > 1:
-                    log(f"--- attempt {attempt} of {attempts} ---")
-                try:
-                    outputs = self._attempt(step, step_dir, attempt, log)
-                except Cancelled as err:
-                    if self.cancelled:
-                        self._set(step.name, CANCELLED, reason="run cancelled", attempt=attempt)
-                    else:  # stopped by --fail-fast
-                        self._set(step.name, CANCELLED, reason="stopped by --fail-fast",
-                                  attempt=attempt, error=err.to_dict())
-                    return
-                except MlpipeError as err:
-                    log(f"attempt {attempt} failed: {err}")
-                    if attempt < attempts and not self.cancelled:
-                        delay = min(2 ** (attempt - 1), 30)
-                        log(f"retrying in {delay} s")
-                        self._cancel.wait(delay)
-                        continue
-                    self._set(step.name, FAILED, reason=str(err), error=err.to_dict(),
-                              attempt=attempt)
-                    return
-                self.outputs[step.name] = outputs
-                self._set(step.name, SUCCEEDED, reason=reason, attempt=attempt, cache_key=key,
-                          key_parts=parts, outputs=outputs)
-                return
-
-    def _attempt(self, step: StepSpec, step_dir: Path, attempt: int, log) -> dict[str, str]:
-        workdir = step_dir / "work"
-        outputs_dir = step_dir / "out"
-        for path in (workdir, outputs_dir):
-            safefs.remove_tree(path)
-        inputs, files = {}, {}
-        for item, digest in self._input_digests(step).items():
-            if (damage := self.artifacts.verify(digest)) is not None:
-                raise StepFailed(f"step `{step.name}`: input `{item}` is damaged in the artifact "
-                                 f"store ({damage}: {self.artifacts.path(digest)}); run again to "
-                                 "rewrite it", step=step.name, cause="artifact-damaged")
-            if is_variable(item):
-                inputs[item] = self.artifacts.path(digest)
-            else:
-                files[item] = self.artifacts.data_path(digest)
-        job = StepJob(
-            run_id=self.run_id, step=step, attempt=attempt, notebook=step_dir / "step.ipynb",
-            output=step_dir / "output.ipynb", workdir=workdir, outputs_dir=outputs_dir,
-            inputs=inputs, files=files, parameters=dict(self.params), log=log,
-            progress=lambda done, total: self.events.on_step_progress(
-                run_id=self.run_id, step=step.name, done=done, total=total),
-            env={**dict(step.env), "MLPIPE_RUN_ID": self.run_id, "MLPIPE_STEP": step.name,
-                 "MLPIPE_ATTEMPT": str(attempt)},
-        )
-        timer = None
-        if step.timeout:
-            def expire() -> None:
-                job.timed_out.set()
-                if job.stop is not None:
-                    job.stop()
-            timer = threading.Timer(step.timeout, expire)
-            timer.daemon = True
-            timer.start()
-        with self._lock:
-            self._jobs[step.name] = job
-        try:
-            self.executor.run(job)
-        finally:
-            if timer is not None:
-                timer.cancel()
-            with self._lock:
-                self._jobs.pop(step.name, None)
-        published = self.artifacts.publish_step_outputs(step.name, step.outputs, workdir,
-                                                        outputs_dir)
-        safefs.remove_tree(outputs_dir)
-        return published
+        self._steps.stop_all()

@@ -1,23 +1,37 @@
 """Run history in SQLite (WAL): runs and their steps, with states, timings, errors and the
-cache keys that let a later run reuse a step. Also a RunListener, so a run records itself."""
+cache keys that let a later run reuse a step. Also a RunListener, so a run records itself.
+
+`RunStore(path)` is a runner's (or a tool's) store: created when missing, older ones get the
+new columns. `RunStore(path, readonly=True)` is a reader's (`mlpipe runs`, `%pipeline runs`): it
+writes nothing, deletes nothing and leaves no file behind, so it also works on a read-only
+directory. Failing the runs of runners that died is an explicit step (reaper.py), never a
+side effect of opening.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import socket
+import shutil
 import sqlite3
 import threading
 import time
+import urllib.parse
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..errors import NotFound
-from .events import FINAL, RunListener
+from ..home import Home
+from ..model.states import StepState, is_final
+from .events import RunListener
+from .processes import Owner
+
+# re-exported: kernels/scratch.py, executors/containers.py and service/ import them from here
+from .processes import process_alive as process_alive
+from .processes import process_start as process_start
 from .storecheck import (
     StoreDamaged,
     StoreUnwritable,
-    boot_id,
     create_whole,
     db_timeout,
     guard,
@@ -55,32 +69,13 @@ ADDED_COLUMNS = {"runs": {"defaults": "TEXT", "experiment": "TEXT", "source": "T
                  "steps": {"reasons": "TEXT"}}
 
 
+OK_STATES = tuple(s for s in StepState if s.is_ok)  # a result a later run can reuse
+
+
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
-
-
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of a process: with the pid, it tells a process from its reuse."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def process_alive(pid: int | None, start: str | None = None) -> bool:
-    """Whether process `pid` runs on this host (and, given its start time, is the same one)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return start is None or process_start(pid) == start
 
 
 def changed_params(params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -88,9 +83,17 @@ def changed_params(params: dict[str, Any], defaults: dict[str, Any]) -> dict[str
     return {k: v for k, v in params.items() if k not in defaults or defaults[k] != v}
 
 
+def _get(row: sqlite3.Row, column: str) -> Any:
+    """A column of a row; None when the store predates it (a reader adds no columns)."""
+    try:
+        return row[column]
+    except IndexError:
+        return None
+
+
 def _reasons(step: sqlite3.Row) -> list[str]:
-    if step["reasons"] is not None:
-        return json.loads(step["reasons"])
+    if (reasons := _get(step, "reasons")) is not None:
+        return json.loads(reasons)
     # recorded before the list was: the short reason is all there is (not a failure's message)
     return [step["reason"]] if step["reason"] and not step["error"] else []
 
@@ -101,40 +104,64 @@ def _setup(db: sqlite3.Connection) -> None:
 
 
 class RunStore(RunListener):
-    """Opening reads only (unless the store is new or older than this version); runs of dead
-    runners are failed by an explicit `recover_interrupted()` (or `recover=True`). A damaged
-    file is StoreDamaged, a failed write StoreUnwritable (storecheck.py)."""
+    """Opening reads (and, unless `readonly`, creates a missing store or adds the columns an
+    older one lacks); runs of dead runners are failed by an explicit `recover_interrupted()`
+    (or `recover=True`). A damaged file is StoreDamaged, a failed write StoreUnwritable
+    (storecheck.py), a write to a `readonly` store included."""
 
     essential = True  # events.Broadcaster: a run whose history cannot be written stops
 
-    def __init__(self, path: Path, *, recover: bool = False) -> None:
+    def __init__(self, path: Path, *, recover: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         if (why := header_problem(self.path)) is not None:
             raise StoreDamaged(self.path, why)
+        if readonly:
+            self._open_for_reading()
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         create_whole(self.path, _setup)
         try:
-            self._open(str(self.path), uri=False)
+            self._open(str(self.path))
         except StoreUnwritable:  # a read-only mount, say: read it as it is; writes fail
-            self._open(f"file:{self.path}?mode=ro&immutable=1", uri=True)
+            self._open(self._uri(immutable=True), migrate=False)
         if recover:
             self.recover_interrupted()
 
-    def _open(self, where: str, *, uri: bool) -> None:
+    def _uri(self, *, immutable: bool) -> str:
+        return (f"file:{urllib.parse.quote(str(self.path))}?mode=ro"
+                + ("&immutable=1" if immutable else ""))
+
+    def _open_for_reading(self) -> None:
+        if not self.path.exists():  # nothing recorded yet: an empty store, in memory
+            self._open(":memory:")
+        elif not all(Path(f"{self.path}{end}").exists() for end in ("-wal", "-shm")):
+            # no writer has it open: the file alone (read-only SQLite would leave a -wal and
+            # a -shm beside it)
+            self._open(self._uri(immutable=True), migrate=False)
+        else:  # a writer's WAL holds what is not in the file yet: read through it
+            try:
+                self._open(self._uri(immutable=False), migrate=False)
+            except StoreUnwritable:  # its -shm cannot be opened here (another user's)
+                self._open(self._uri(immutable=True), migrate=False)
+        self._db.execute("PRAGMA query_only=ON")  # a write is StoreUnwritable, even in memory
+
+    def _open(self, where: str, *, migrate: bool = True) -> None:
         with guard(self.path):
-            self._db = sqlite3.connect(where, check_same_thread=False, uri=uri,
-                                       timeout=db_timeout(), isolation_level=None)
+            self._db = sqlite3.connect(where, uri=where.startswith("file:"),
+                                       check_same_thread=False, timeout=db_timeout(),
+                                       isolation_level=None)
         try:
             with guard(self.path, self._db):
                 self._db.row_factory = sqlite3.Row
                 tables = {r[0] for r in self._db.execute(
                     "SELECT name FROM sqlite_master WHERE type='table'")}
-                if "runs" not in tables:
+                if "runs" not in tables and where != ":memory:":
                     raise StoreDamaged(self.path, "no runs table: not a run store")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-                self._db.executescript(SCHEMA)
-                self._add_columns()
+                if migrate:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+                    self._db.executescript(SCHEMA)
+                    self._add_columns()
         except BaseException:
             self._db.close()
             raise
@@ -169,22 +196,18 @@ class RunStore(RunListener):
     def interrupted(self) -> dict[str, str]:
         """Runs still `running` whose runner is gone: {run id: reason}. On this host and boot
         by its pid and start time; anywhere by a heartbeat older than the timeout."""
-        host, boot, now = socket.gethostname(), boot_id(), time.time()
+        now = time.time()
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, host, pid, pid_start, heartbeat, boot_id FROM runs "
-                "WHERE state IN ('queued','running')").fetchall()
+            rows = self._db.execute("SELECT * FROM runs WHERE state IN (?,?)",
+                                    (StepState.QUEUED, StepState.RUNNING)).fetchall()
         dead = {}
         for r in rows:
-            here = r["host"] == host
-            if here and r["boot_id"] and boot and r["boot_id"] != boot:
-                dead[r["id"]] = "interrupted"  # its machine restarted since
-            elif here and r["boot_id"] in (None, "", boot) and \
-                    not process_alive(r["pid"], r["pid_start"]):
+            owner = Owner(r["host"], r["pid"], r["pid_start"], _get(r, "boot_id"))
+            if owner.alive() is False:  # its process is gone, or its machine restarted since
                 dead[r["id"]] = "interrupted"
-            elif stale(r["heartbeat"], now):
+            elif stale(beat := _get(r, "heartbeat"), now):
                 dead[r["id"]] = (f"interrupted (no heartbeat from its runner on {r['host']} "
-                                 f"for {now - r['heartbeat']:.0f} s)")
+                                 f"for {now - beat:.0f} s)")
         return dead
 
     def recover_interrupted(self) -> list[str]:
@@ -204,38 +227,36 @@ class RunStore(RunListener):
                 self._db.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
             self._db.execute("BEGIN")
             self._db.execute(
-                "UPDATE steps SET state='failed', reason=?, finished=? "
-                "WHERE run_id=? AND state='running'", (reason, now, run_id))
+                "UPDATE steps SET state=?, reason=?, finished=? WHERE run_id=? AND state=?",
+                (StepState.FAILED, reason, now, run_id, StepState.RUNNING))
             self._db.execute(
-                "UPDATE steps SET state='skipped', reason='run interrupted' "
-                "WHERE run_id=? AND state='queued'", (run_id,))
-            self._db.execute(
-                "UPDATE runs SET state='failed', reason=?, finished=? WHERE id=?",
-                (reason, now, run_id))
+                "UPDATE steps SET state=?, reason='run interrupted' WHERE run_id=? AND state=?",
+                (StepState.SKIPPED, run_id, StepState.QUEUED))
+            self._db.execute("UPDATE runs SET state=?, reason=?, finished=? WHERE id=?",
+                             (StepState.FAILED, reason, now, run_id))
             self._db.execute("COMMIT")
-        from .artifacts import ArtifactStore
-
-        ArtifactStore(self.path.parent / "artifacts", run_id=run_id).clean_staging()
+        # what it was publishing, half-copied (its store is in the home beside this file)
+        shutil.rmtree(Home(self.path.parent).staging(run_id), ignore_errors=True)
 
     # -- RunListener -------------------------------------------------------------------------
     @guarded
     def on_run_started(self, *, run_id, notebook, params, steps, executor, started,
                        defaults=None, experiment=None, source=None, pipeline=None,
                        pipeline_version=None, **_) -> None:
-        pid = os.getpid()
+        owner = Owner.this()
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO runs (id, notebook, pipeline, state, started, params, executor, "
                 "host, pid, pid_start, defaults, experiment, source, pipeline_version, "
                 "heartbeat, boot_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, notebook, pipeline or Path(notebook).stem, "running", started,
-                 json.dumps(params), executor, socket.gethostname(), pid, process_start(pid),
+                (run_id, notebook, pipeline or Path(notebook).stem, StepState.RUNNING, started,
+                 json.dumps(params), executor, owner.host, owner.pid, owner.start,
                  None if defaults is None else json.dumps(defaults), experiment, source,
-                 pipeline_version, time.time(), boot_id()))
+                 pipeline_version, time.time(), owner.boot))
             self._db.executemany(
-                "INSERT INTO steps (run_id, name, position, state) VALUES (?,?,?,'queued')",
-                [(run_id, name, i) for i, name in enumerate(steps)])
+                "INSERT INTO steps (run_id, name, position, state) VALUES (?,?,?,?)",
+                [(run_id, name, i, StepState.QUEUED) for i, name in enumerate(steps)])
             self._db.execute("COMMIT")
 
     def on_step_state(self, *, run_id, step, state, at, reason=None, error=None, attempt=1,
@@ -243,10 +264,10 @@ class RunStore(RunListener):
                       reasons=None, **_) -> None:
         sets = ["state=?", "reason=?", "attempt=?"]
         args: list[Any] = [state, reason, attempt]
-        if state == "running":
+        if state == StepState.RUNNING:
             sets += ["started=COALESCE(started, ?)"]
             args.append(at)
-        if state in FINAL:
+        if is_final(state):
             sets += ["finished=?", "started=COALESCE(started, ?)"]
             args += [at, at]
         for col, value in (("error", error), ("cache_key", cache_key), ("key_parts", key_parts),
@@ -268,8 +289,21 @@ class RunStore(RunListener):
         with self._lock:
             return self._db.execute(
                 "SELECT run_id, reused_from, outputs FROM steps WHERE name=? AND cache_key=? "
-                "AND state IN ('succeeded','cached') ORDER BY finished DESC LIMIT 1",
-                (step, cache_key)).fetchone()
+                "AND state IN (?,?) ORDER BY finished DESC LIMIT 1",
+                (step, cache_key, *OK_STATES)).fetchone()
+
+    @guarded
+    def steps_with_results(self, names: Iterable[str]) -> set[str]:
+        """Of these steps, those some earlier run (of any notebook) succeeded or reused,
+        whatever their key: a step with none can be reused by no run."""
+        names = list(names)
+        if not names:
+            return set()
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT DISTINCT name FROM steps WHERE name IN ({','.join('?' * len(names))}) "
+                "AND state IN (?,?)", (*names, *OK_STATES)).fetchall()
+        return {r["name"] for r in rows}
 
     @guarded
     def last_key_parts(self, notebook: str, step: str) -> dict | None:
@@ -278,8 +312,8 @@ class RunStore(RunListener):
             row = self._db.execute(
                 "SELECT s.key_parts FROM steps s JOIN runs r ON r.id = s.run_id WHERE "
                 "r.notebook=? AND s.name=? AND s.key_parts IS NOT NULL "
-                "AND s.state IN ('succeeded','cached') ORDER BY s.finished DESC LIMIT 1",
-                (notebook, step)).fetchone()
+                "AND s.state IN (?,?) ORDER BY s.finished DESC LIMIT 1",
+                (notebook, step, *OK_STATES)).fetchone()
         return json.loads(row["key_parts"]) if row else None
 
     @guarded
@@ -291,6 +325,8 @@ class RunStore(RunListener):
         if unknown:
             raise TypeError(f"unknown filters {sorted(unknown)}")
         used = {k: v for k, v in filters.items() if v is not None}
+        if not set(used) <= self._columns("runs"):  # a reader of an older store: none has it
+            return []
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(f"{k}=?" for k in used)
                                       if used else "")
         with self._lock:
@@ -310,11 +346,15 @@ class RunStore(RunListener):
                 row = row[0]
             return self._run_dict(row)
 
+    def _columns(self, table: str) -> set[str]:
+        with self._lock:
+            return {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+
     def _run_dict(self, row: sqlite3.Row) -> dict:
         steps = self._db.execute("SELECT * FROM steps WHERE run_id=? ORDER BY position",
                                  (row["id"],)).fetchall()
         params = json.loads(row["params"] or "{}")
-        defaults = json.loads(row["defaults"]) if row["defaults"] is not None else None
+        defaults = json.loads(row["defaults"]) if _get(row, "defaults") is not None else None
         return {
             "id": row["id"], "notebook": row["notebook"], "state": row["state"],
             "reason": row["reason"], "started": _iso(row["started"]),
@@ -323,8 +363,8 @@ class RunStore(RunListener):
             "param_defaults": defaults,
             "params_changed": None if defaults is None else changed_params(params, defaults),
             "executor": row["executor"],
-            "pipeline": row["pipeline"], "version": row["pipeline_version"],
-            "experiment": row["experiment"], "source": row["source"],
+            "pipeline": row["pipeline"], "version": _get(row, "pipeline_version"),
+            "experiment": _get(row, "experiment"), "source": _get(row, "source"),
             "steps": [{
                 "name": s["name"], "state": s["state"], "reason": s["reason"],
                 "reasons": _reasons(s),

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import MlpipeError
+from .processes import boot_id as boot_id  # where executors/containers.py still looks for it
 
 log = logging.getLogger("mlpipe_jupyter")
 
@@ -53,15 +54,6 @@ def _env_seconds(name: str, default: float) -> float:
     except ValueError:
         return default
     return value if 0 < value < 1e6 else default
-
-
-def boot_id() -> str:
-    """This boot of this machine: with a pid and its start time, it names one process."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as fh:
-            return fh.read().strip()
-    except OSError:
-        return ""
 
 
 class StoreDamaged(MlpipeError):
