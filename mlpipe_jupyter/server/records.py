@@ -34,9 +34,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import MlpipeError, NotFound, UsageError
+from ..home import Home
 
-RECORD_FILES = ("output.ipynb", "step.ipynb")
-STORE_FILE = "mlpipe.db"
+# the layout's names, from its owner: <home>/mlpipe.db, <home>/runs/<run>/<step>/<record>
+_LAYOUT = Home(Path("home"))
+_STEP = _LAYOUT.step_files("run", "step")
+RECORD_FILES = (_STEP.output.name, _STEP.notebook.name)
+RUNS_DIR = _LAYOUT.runs.name
+STORE_FILE = _LAYOUT.db.name
 # The largest record served with its content (bytes): the default of the server's
 # `MlpipeServer.max_record_size`. A request holds about twice the record while it is checked and
 # once while it is sent, so this bounds one request's memory.
@@ -95,7 +100,7 @@ def record_parts(path: str) -> tuple[list[str], list[str]]:
         raise UsageError(f"record path {path!r}: give a path relative to the server root, "
                          "without '..'", file=path)
     parts = path.split("/")
-    if len(parts) < 5 or parts[-1] not in RECORD_FILES or parts[-4] != "runs":
+    if len(parts) < 5 or parts[-1] not in RECORD_FILES or parts[-4] != RUNS_DIR:
         raise NotFound(f"{path}: not a run record (<home>/runs/<run>/<step>/output.ipynb)",
                        file=path)
     return parts[:-4], parts[-4:]

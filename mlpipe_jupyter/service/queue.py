@@ -19,22 +19,39 @@ import sqlite3
 import subprocess
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from ..errors import NotFound
 from ..home import Home
-from ..run.events import FINAL
+from ..model.states import StepState, is_final
 from ..run.reaper import reap
 from ..run.runner import new_run_id
 from ..run.store import RunStore, process_alive, process_start
 from ..run.storecheck import os_error_line
-from .db import ACTIVE, ServiceDB
+from .db import ServiceDB
 from .errors import Conflict
 from .times import iso as _iso
 from .times import restamp
 
 log = logging.getLogger("mlpipe_jupyter.service")
+
+
+class QueueState(str, Enum):
+    """The state of a queue row whose run has not ended. Once it has, the row holds the run's
+    final state (a StepState: succeeded, failed or cancelled)."""
+
+    QUEUED = StepState.QUEUED.value
+    STARTING = "starting"  # claimed, its process being started: still `queued` to a client
+    RUNNING = StepState.RUNNING.value
+
+    def __str__(self) -> str:
+        return self.value
+
+
+Q = QueueState
+CANCELLED_EARLY = "cancelled before it started"
 
 
 def enqueue(c: sqlite3.Connection, *, pipeline: str, version: int, params: dict[str, Any],
@@ -45,7 +62,7 @@ def enqueue(c: sqlite3.Connection, *, pipeline: str, version: int, params: dict[
     c.execute("INSERT INTO queue (id, pipeline, version, experiment, params, source, "
               "schedule_id, idempotency_key, state, submitted) VALUES (?,?,?,?,?,?,?,?,?,?)",
               (run_id, pipeline, version, experiment, json.dumps(params), source, schedule_id,
-               idempotency_key, "queued", time.time()))
+               idempotency_key, Q.QUEUED, time.time()))
     return run_id
 
 
@@ -100,10 +117,10 @@ class RunQueue:
         worker claimed it and lives; failed when its run began; else queued again, its old
         claim void (a worker still booting with it runs nothing)."""
         reap(self.store)
-        for row in self.db.all("SELECT * FROM queue WHERE state='starting'"):
+        for row in self.db.all("SELECT * FROM queue WHERE state=?", (Q.STARTING,)):
             if process_alive(row["pid"], row["pid_start"]):
-                self.db.write("UPDATE queue SET state='running' WHERE id=? AND "
-                              "state='starting'", (row["id"],))
+                self.db.write("UPDATE queue SET state=? WHERE id=? AND state=?",
+                              (Q.RUNNING, row["id"], Q.STARTING))
                 continue
             try:
                 self.store.run(row["id"])
@@ -113,18 +130,19 @@ class RunQueue:
             if began or row["reason"]:
                 self._ended(row, "was interrupted while starting (the service stopped)")
             elif row["cancel_requested"]:
-                self.db.write("UPDATE queue SET state='cancelled', reason='cancelled before it "
-                              "started', finished=? WHERE id=?", (time.time(), row["id"]))
+                self.db.write("UPDATE queue SET state=?, reason=?, finished=? WHERE id=?",
+                              (StepState.CANCELLED, CANCELLED_EARLY, time.time(), row["id"]))
             else:
-                self.db.write("UPDATE queue SET state='queued', started=NULL, pid=NULL, "
-                              "pid_start=NULL WHERE id=? AND state='starting'", (row["id"],))
-        for row in self.db.all("SELECT * FROM queue WHERE state='running'"):
+                self.db.write("UPDATE queue SET state=?, started=NULL, pid=NULL, "
+                              "pid_start=NULL WHERE id=? AND state=?",
+                              (Q.QUEUED, row["id"], Q.STARTING))
+        for row in self.db.all("SELECT * FROM queue WHERE state=?", (Q.RUNNING,)):
             if not process_alive(row["pid"], row["pid_start"]):
                 self._ended(row, "interrupted (the service stopped while it ran)")
 
     def poll(self) -> None:
         """Reap run processes that ended, then start queued runs while there is room."""
-        for row in self.db.all("SELECT * FROM queue WHERE state='running'"):
+        for row in self.db.all("SELECT * FROM queue WHERE state=?", (Q.RUNNING,)):
             child = self.children.get(row["id"])
             if child is not None:
                 code = child.poll()
@@ -134,10 +152,10 @@ class RunQueue:
                 self._ended(row, _exit_reason(code))
             elif not process_alive(row["pid"], row["pid_start"]):
                 self._ended(row, "its run process is gone")
-        running = self.db.one("SELECT COUNT(*) AS n FROM queue "
-                              "WHERE state IN ('starting', 'running')")["n"]
-        for row in self.db.all("SELECT * FROM queue WHERE state='queued' ORDER BY seq LIMIT ?",
-                               (max(0, self.max_concurrent - running),)):
+        running = self.db.one("SELECT COUNT(*) AS n FROM queue WHERE state IN (?,?)",
+                              (Q.STARTING, Q.RUNNING))["n"]
+        for row in self.db.all("SELECT * FROM queue WHERE state=? ORDER BY seq LIMIT ?",
+                               (Q.QUEUED, max(0, self.max_concurrent - running))):
             self._start(row)
 
     def _start(self, row: sqlite3.Row) -> None:
@@ -146,8 +164,8 @@ class RunQueue:
         between leaves a `starting` row, which recover() settles; it never starts a second
         worker for the run (a worker whose claim is stale runs nothing)."""
         claim = time.time()
-        if not self.db.write("UPDATE queue SET state='starting', started=? "
-                             "WHERE id=? AND state='queued'", (claim, row["id"])):
+        if not self.db.write("UPDATE queue SET state=?, started=? WHERE id=? AND state=?",
+                             (Q.STARTING, claim, row["id"], Q.QUEUED)):
             return  # cancelled between the SELECT and now
         self.logs.mkdir(parents=True, exist_ok=True)
         argv = [self.python, "-m", "mlpipe_jupyter.service.worker", "--home",
@@ -162,16 +180,15 @@ class RunQueue:
                                          stderr=subprocess.STDOUT, start_new_session=True,
                                          env={**os.environ, "MLPIPE_HOME": str(self.home.root)})
         except OSError as err:
-            self.db.write("UPDATE queue SET state='failed', reason=?, finished=? WHERE id=?",
-                          (f"its run process could not start: {os_error_line(err)}",
-                           time.time(), row["id"]))
+            self.db.write("UPDATE queue SET state=?, reason=?, finished=? WHERE id=?",
+                          (StepState.FAILED, f"its run process could not start: "
+                           f"{os_error_line(err)}", time.time(), row["id"]))
             return
         self.children[row["id"]] = child
         with self.db.transaction() as c:
             changed = c.execute(
-                "UPDATE queue SET state='running', pid=?, pid_start=? "
-                "WHERE id=? AND state='starting'",
-                (child.pid, process_start(child.pid), row["id"])).rowcount
+                "UPDATE queue SET state=?, pid=?, pid_start=? WHERE id=? AND state=?",
+                (Q.RUNNING, child.pid, process_start(child.pid), row["id"], Q.STARTING)).rowcount
             fresh = c.execute("SELECT cancel_requested FROM queue WHERE id=?",
                               (row["id"],)).fetchone()
         if not changed:  # settled by someone else meanwhile: this process must not run it
@@ -191,7 +208,7 @@ class RunQueue:
             run = self.store.run(row["id"])
         except NotFound:
             run = None
-        if run is not None and run["state"] not in FINAL:
+        if run is not None and not is_final(run["state"]):
             self.store.mark_failed(row["id"], f"run process {why}")
             run = self.store.run(row["id"])
             # what its runner left: containers (a docker run), kernels' scratch
@@ -199,10 +216,10 @@ class RunQueue:
         if run is not None:
             state, reason = run["state"], run["reason"]
         elif row["cancel_requested"]:
-            state, reason = "cancelled", "cancelled before it started"
+            state, reason = StepState.CANCELLED, CANCELLED_EARLY
         else:
             fresh = self.db.one("SELECT reason FROM queue WHERE id=?", (row["id"],))
-            state, reason = "failed", (fresh["reason"] if fresh and fresh["reason"] else
+            state, reason = StepState.FAILED, (fresh["reason"] if fresh and fresh["reason"] else
                                        f"run process {why} before the run started")
         self.db.write("UPDATE queue SET state=?, reason=?, finished=? WHERE id=?",
                       (state, reason, time.time(), row["id"]))
@@ -216,15 +233,14 @@ class RunQueue:
             raise Conflict(f"run {run_id} was not started by the service; stop it where it "
                            "runs (Ctrl-C, or `kill` its mlpipe process)", cause="not-queued")
         self.db.write("UPDATE queue SET cancel_requested=1 WHERE id=?", (run_id,))
-        if self.db.write("UPDATE queue SET state='cancelled', reason='cancelled before it "
-                         "started', finished=? WHERE id=? AND state='queued'",
-                         (time.time(), run_id)):
-            return "cancelled"
+        if self.db.write("UPDATE queue SET state=?, reason=?, finished=? WHERE id=? AND state=?",
+                         (StepState.CANCELLED, CANCELLED_EARLY, time.time(), run_id, Q.QUEUED)):
+            return StepState.CANCELLED.value
         row = self.db.one("SELECT * FROM queue WHERE id=?", (run_id,))
-        if row["state"] == "running" and process_alive(row["pid"], row["pid_start"]):
+        if row["state"] == Q.RUNNING and process_alive(row["pid"], row["pid_start"]):
             os.kill(row["pid"], signal.SIGTERM)
             return "cancelling"
-        if row["state"] == "starting":  # the loop SIGTERMs its process once it has one
+        if row["state"] == Q.STARTING:  # the loop SIGTERMs its process once it has one
             return "cancelling"
         return row["state"]
 
@@ -241,8 +257,8 @@ class RunQueue:
         restamp(run)
         if row is not None:
             run["submitted"] = _iso(row["submitted"])
-            if row["state"] == "running" and run["state"] in FINAL:
-                run["state"] = "running"  # the process is still finishing up (latest/, logs)
+            if row["state"] == Q.RUNNING and is_final(run["state"]):
+                run["state"] = Q.RUNNING.value  # the process is still finishing up (latest/, logs)
         return run
 
     def views(self, *, pipeline: str | None = None, experiment: str | None = None,
@@ -255,8 +271,9 @@ class RunQueue:
                               ("state", state)):
             if value is None:
                 continue
-            if column == "state" and value == "queued":  # `starting` is shown as queued
-                sql += " AND state IN ('queued', 'starting')"
+            if column == "state" and value == Q.QUEUED:  # `starting` is shown as queued
+                sql += " AND state IN (?,?)"
+                args += [Q.QUEUED, Q.STARTING]
             else:
                 sql += f" AND {column}=?"
                 args.append(value)
@@ -268,7 +285,8 @@ class RunQueue:
 
     def active_of_schedule(self, schedule_id: int) -> list[str]:
         return [r["id"] for r in self.db.all(
-            f"SELECT id FROM queue WHERE schedule_id=? AND state IN {ACTIVE}", (schedule_id,))]
+            "SELECT id FROM queue WHERE schedule_id=? AND state IN (?,?,?)",
+            (schedule_id, *QueueState))]
 
 
 def _queued_view(row: sqlite3.Row) -> dict:
@@ -283,7 +301,7 @@ def _queued_view(row: sqlite3.Row) -> dict:
 def _shown(state: str) -> str:
     """The API's word for a queue state: `starting` (claimed, its process being started) is
     still `queued` to a client."""
-    return "queued" if state == "starting" else state
+    return Q.QUEUED.value if state == Q.STARTING else state
 
 
 def _exit_reason(code: int) -> str:

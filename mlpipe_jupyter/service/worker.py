@@ -66,6 +66,7 @@ def _main(args: argparse.Namespace, cancel: _Cancel) -> int:
     from ..ui.config import load_config
     from .db import ServiceDB
     from .publish import snapshot_notebook
+    from .queue import QueueState
 
     home = Home(Path(args.home))
     db = ServiceDB(home.root / "service.db")
@@ -74,9 +75,9 @@ def _main(args: argparse.Namespace, cancel: _Cancel) -> int:
         print(f"error: no queued run {args.run_id}", file=sys.stderr)
         return 2
     if args.claim is not None and not db.write(
-            "UPDATE queue SET pid=?, pid_start=? WHERE id=? AND started=? AND "
-            "state IN ('starting', 'running')",
-            (os.getpid(), process_start(os.getpid()), args.run_id, args.claim)):
+            "UPDATE queue SET pid=?, pid_start=? WHERE id=? AND started=? AND state IN (?,?)",
+            (os.getpid(), process_start(os.getpid()), args.run_id, args.claim,
+             QueueState.STARTING, QueueState.RUNNING)):
         print(f"error: run {args.run_id} is not this worker's to run (its claim is stale)",
               file=sys.stderr)
         return 2

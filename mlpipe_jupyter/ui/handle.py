@@ -7,8 +7,9 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound, UsageError
-from ..run.events import StepView
+from ..model.states import StepState
 from ..run.runner import PipelineRunner
+from ..run.view import RunView
 
 if TYPE_CHECKING:
     from .widget import DagWidget
@@ -34,7 +35,8 @@ class PipelineRun:
     def __init__(self, runner: PipelineRunner) -> None:
         self.runner = runner
         self.id = runner.run_id
-        self.view = StepView(runner.order)
+        # what this run's displays (its widget, its text) show, kept once
+        self.view = RunView(runner.order, run_id=runner.run_id)
         runner.add_listener(self.view)
         self.retried: PipelineRun | None = None  # the run `retry_failed()` started
         self._error: BaseException | None = None
@@ -64,9 +66,8 @@ class PipelineRun:
         return self.runner.state
 
     @property
-    def steps(self) -> dict[str, str]:
-        with self.view.lock:
-            return {name: info["state"] for name, info in self.view.steps.items()}
+    def steps(self) -> dict[str, StepState]:
+        return self.view.states()
 
     @property
     def done(self) -> bool:
@@ -158,19 +159,17 @@ class PipelineRun:
     def load(self, artifact: str) -> Any:
         """An output of this run brought back into the kernel (waits for the run)."""
         self.wait()
-        with self.view.lock:
-            for info in self.view.steps.values():
-                digest = info.get("outputs", {}).get(artifact)
-                if digest:
-                    return self.runner.artifacts.load(digest)
+        for rec in self.view.snapshot().steps.values():
+            digest = rec.outputs.get(artifact)
+            if digest:
+                return self.runner.artifacts.load(digest)
         raise NotFound(f"run {self.id} has no output `{artifact}` (did its step succeed?)")
 
     def log(self, step: str) -> str:
-        with self.view.lock:
-            return "\n".join(self.view.logs.get(step, []))
+        return "\n".join(self.view.log(step))
 
     def __repr__(self) -> str:
-        return f"PipelineRun {self.id}: {self.status}\n{self.view.table()}"
+        return f"PipelineRun {self.id}: {self.status}\n{self.view.snapshot().table()}"
 
     def _repr_pretty_(self, printer, cycle) -> None:
         printer.text(repr(self))

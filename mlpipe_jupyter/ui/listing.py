@@ -19,10 +19,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import NotFound
+from ..model.states import StepState
 from .progress import ICONS, STYLES, _fmt
 
 GAP = "  "
-STATE_ORDER = ("succeeded", "cached", "failed", "skipped", "cancelled", "running", "queued")
+S = StepState
+STATE_ORDER = (S.SUCCEEDED, S.CACHED, S.FAILED, S.SKIPPED, S.CANCELLED, S.RUNNING, S.QUEUED)
 
 
 def human_size(size: int | None) -> str:
@@ -207,7 +209,7 @@ def reuse_origin(lookup: Callable[[str], dict], step: str, reused_from: str) -> 
         except NotFound:  # that run is no longer recorded: where its files would be
             return origin
         info = next((s for s in run["steps"] if s["name"] == step), None)
-        if not info or info["state"] != "cached" or not info.get("reused_from"):
+        if not info or info["state"] != S.CACHED or not info.get("reused_from"):
             return origin
         origin = info["reused_from"]
     return origin

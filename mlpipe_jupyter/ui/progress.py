@@ -14,12 +14,14 @@ from rich.table import Table
 from rich.text import Text
 
 from ..model.spec import is_variable
-from ..run.events import FINAL, StepView
+from ..model.states import StepState
+from ..run.view import PROGRESS, STATE, RunView, StepRecord, ViewRenderer
 
-ICONS = {"queued": "·", "running": "▶", "succeeded": "✔", "failed": "✘", "cached": "↺",
-         "skipped": "⤼", "cancelled": "■"}
-STYLES = {"queued": "dim", "running": "cyan", "succeeded": "green", "failed": "bold red",
-          "cached": "blue", "skipped": "yellow", "cancelled": "magenta"}
+S = StepState
+ICONS = {S.QUEUED: "·", S.RUNNING: "▶", S.SUCCEEDED: "✔", S.FAILED: "✘", S.CACHED: "↺",
+         S.SKIPPED: "⤼", S.CANCELLED: "■"}
+STYLES = {S.QUEUED: "dim", S.RUNNING: "cyan", S.SUCCEEDED: "green", S.FAILED: "bold red",
+          S.CACHED: "blue", S.SKIPPED: "yellow", S.CANCELLED: "magenta"}
 
 
 def _fmt(seconds: float | None) -> str:
@@ -28,12 +30,13 @@ def _fmt(seconds: float | None) -> str:
     return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
 
 
-class TerminalProgress(StepView):
+class TerminalProgress(ViewRenderer):
     """A live table on a terminal; one line per state change when output is not a terminal.
-    The steps' state is kept by StepView, as for the kernel's PipelineRun."""
+    A renderer of the run's RunView, which keeps the steps' state (as for PipelineRun)."""
 
     def __init__(self, runner, console: Console | None = None) -> None:
-        super().__init__(runner.order)
+        self.view = RunView(runner.order, run_id=runner.run_id)
+        self.view.watch(self.changed)
         self.runner = runner
         self.console = console or Console(stderr=False, highlight=False)
         self.live_mode = self.console.is_terminal
@@ -59,31 +62,29 @@ class TerminalProgress(StepView):
             self._live = None
 
     @staticmethod
-    def _detail(info: dict) -> str:
+    def _detail(rec: StepRecord) -> str:
         # messages quote user text (`[[gpu]]`, tracebacks): never read them as markup
-        return escape((info.get("error") or {}).get("message") or info.get("reason") or "")
+        return escape(rec.message or rec.reason or "")
 
-    def on_step_state(self, *, step, state, at, **kw) -> None:
-        super().on_step_state(step=step, state=state, at=at, **kw)
+    def changed(self, what: str, step: str) -> None:
+        if what not in (STATE, PROGRESS):
+            return
         if self._live is not None:
             self._live.update(self._table())
-        elif state != "queued":
-            with self.lock:
-                info = dict(self.steps[step])
-            took = _fmt(at - info["started"]) if state in FINAL else ""
-            detail = self._detail(info)
-            if detail in self._said and state in ("skipped", "cancelled"):
-                detail = "(as above)"
-            self._said.add(detail)
-            self.console.print(f"[{_fmt(at - self.started):>7}] {ICONS[state]} {step:<20} "
-                               f"[{STYLES[state]}]{state:<9}[/] {took:>7}"
-                               f"{'  ' + detail if detail else ''}",
-                               markup=True, soft_wrap=True)
-
-    def on_step_progress(self, **kw) -> None:
-        super().on_step_progress(**kw)
-        if self._live is not None:
-            self._live.update(self._table())
+            return
+        rec = self.view.snapshot([step]).steps[step]
+        state = rec.state
+        if what == PROGRESS or state == S.QUEUED:
+            return
+        took = _fmt(rec.took(time.time())) if state.is_final else ""
+        detail = self._detail(rec)
+        if detail in self._said and state in (S.SKIPPED, S.CANCELLED):
+            detail = "(as above)"
+        self._said.add(detail)
+        self.console.print(f"[{_fmt(rec.since - self.started):>7}] {ICONS[state]} {step:<20} "
+                           f"[{STYLES[state]}]{state.value:<9}[/] {took:>7}"
+                           f"{'  ' + detail if detail else ''}",
+                           markup=True, soft_wrap=True)
 
     def _table(self, below: frozenset[str] = frozenset()) -> Table:
         """The steps' table; a detail in `below` is printed under it, so not in it."""
@@ -91,26 +92,24 @@ class TerminalProgress(StepView):
         for col in ("", "step", "state", "time", "detail"):
             table.add_column(col, overflow="fold" if col == "detail" else "ellipsis")
         now = time.time()
-        with self.lock:
-            for name, info in self.steps.items():
-                state = info["state"]
-                end = info.get("finished") or now
-                took = _fmt(end - info["started"]) if info.get("started") else ""
-                detail = self._detail(info)
-                if state == "running" and info["total"]:
-                    detail = f"cell {info['done']}/{info['total']}"
-                elif detail in below:  # said once, above as it happened or below
-                    detail = "(above)" if detail in self._said else "(below)"
-                table.add_row(ICONS[state], name, f"[{STYLES[state]}]{state}[/]", took, detail)
+        for name, rec in self.view.snapshot().steps.items():
+            state = rec.state
+            detail = self._detail(rec)
+            if state == S.RUNNING and rec.total:
+                detail = f"cell {rec.done}/{rec.total}"
+            elif detail in below:  # said once, above as it happened or below
+                detail = "(above)" if detail in self._said else "(below)"
+            table.add_row(ICONS[state], name, f"[{STYLES[state]}]{state.value}[/]",
+                          _fmt(rec.took(now)), detail)
         return table
 
     def summary(self, state: str) -> None:
         """The table, then each error once (with where to read more), then the outcome."""
-        run_dir = self.runner.home.runs / self.runner.run_id
-        with self.lock:
-            errors = {n: i["error"] for n, i in self.steps.items()
-                      if i.get("error") and i["error"].get("error") != "Cancelled"}
-            outputs = {k: v for i in self.steps.values() for k, v in i["outputs"].items()}
+        home, run_id = self.runner.home, self.runner.run_id
+        steps = self.view.snapshot().steps
+        errors = {n: rec.error for n, rec in steps.items()
+                  if rec.error and rec.error.get("error") != "Cancelled"}
+        outputs = {k: v for rec in steps.values() for k, v in rec.outputs.items()}
         reason = getattr(self.runner, "reason", None)
         below = {escape(e.get("message", "")) for e in errors.values()}
         if reason and not errors:
@@ -121,8 +120,8 @@ class TerminalProgress(StepView):
             if escape(message) in self._said:  # printed as it happened: the paths only
                 message = f"step `{step}` failed (above)"
             self.console.print(Text(f"✘ {message}", style="bold red"), soft_wrap=True)
-            self.console.print(f"  log: {run_dir / step / 'log.txt'}\n"
-                               f"  executed notebook: {run_dir / step / 'output.ipynb'}",
+            files = home.step_files(run_id, step)
+            self.console.print(f"  log: {files.log}\n  executed notebook: {files.output}",
                                soft_wrap=True, highlight=False)
         if reason and not errors and escape(reason) not in self._said:
             self.console.print(Text(reason, style="bold red"), soft_wrap=True)
@@ -139,9 +138,9 @@ class TerminalProgress(StepView):
                 self.console.print(f"copies in {latest}{os.sep} (always the last successful "
                                    "run's files)", soft_wrap=True, highlight=False, markup=False)
         took = _fmt(time.time() - self.started)
-        style = "green" if state == "succeeded" else "bold red"
-        self.console.print(f"[{style}]{state}[/] in {took}: run {self.runner.run_id}, "
-                           f"results in {run_dir}", soft_wrap=True, highlight=False)
+        style = "green" if state == S.SUCCEEDED else "bold red"
+        self.console.print(f"[{style}]{state}[/] in {took}: run {run_id}, "
+                           f"results in {home.run_dir(run_id)}", soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,14 +14,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anywidget
 import traitlets as t
 
-from ..run.events import FINAL, OK, QUEUED, RUNNING, RunListener
+from ..home import Home
+from ..model.states import StepState
+from ..run.view import LOG, PROGRESS, RUN, STATE, RunView, StepRecord, ViewRenderer
 from .layout import layout
 
 if TYPE_CHECKING:
@@ -31,14 +32,19 @@ if TYPE_CHECKING:
 
 STATIC = Path(__file__).with_name("static")
 IDLE = "idle"  # `%pipeline show`: registered, not run
-LOG_TAIL = 40
+LOG_TAIL = 40  # log lines a step's panel shows
 INTERVAL = 0.2  # seconds between flushes: at most 5 trait updates a second
 
 
-def _record(state: str = QUEUED) -> dict[str, Any]:
-    # a fixed key set: the browser merges patches field by field
-    return {"state": state, "started": None, "finished": None, "done": 0, "total": 0,
-            "reason": None, "error": None, "attempt": 1, "reused_from": None}
+def _shown(rec: StepRecord) -> dict[str, Any]:
+    """A step as the browser gets it: a fixed key set (it merges patches field by field)."""
+    return {"state": rec.state.value, "started": rec.started, "finished": rec.finished,
+            "done": rec.done, "total": rec.total, "reason": rec.reason, "error": rec.message,
+            "attempt": rec.attempt, "reused_from": rec.reused_from}
+
+
+def _idle() -> dict[str, Any]:
+    return {**_shown(StepRecord()), "state": IDLE}
 
 
 class DagWidget(anywidget.AnyWidget):
@@ -67,7 +73,7 @@ class DagWidget(anywidget.AnyWidget):
         names = order if order is not None else [n["name"] for n in drawn["nodes"]]
         super().__init__(graph=drawn, message=message, **kwargs)
         self.order = list(names)
-        self.steps = {name: _record(IDLE) for name in self.order}
+        self.steps = {name: _idle() for name in self.order}
         self.run = {"id": None, "state": IDLE, "now": time.time()}
         self.handle: PipelineRun | None = None
         self.feed: RunFeed | None = None
@@ -79,12 +85,11 @@ class DagWidget(anywidget.AnyWidget):
     def follow(self, handle: PipelineRun) -> RunFeed:
         """Show `handle`'s run from now on (a retry reuses the widget of the failed run)."""
         runner = handle.runner
+        # the feed watches the handle's view before attach() reads it: no event is lost
         feed = RunFeed(self, runner.run_id, runner.order, base_dir=runner.base_dir,
-                       runs_dir=runner.home.runs)
-        # what the handle's StepView has seen is copied in with no event lost in between
-        runner.events.add(feed, catch_up=lambda: feed.seed(handle.view, runner.state))
+                       runs_dir=runner.home.runs, view=handle.view)
         self.attach(feed, handle)
-        if runner.state == RUNNING:
+        if handle.view.snapshot(()).run.state == StepState.RUNNING:
             feed.start()
         return feed
 
@@ -97,7 +102,7 @@ class DagWidget(anywidget.AnyWidget):
             self.handle, self.feed = handle, feed
             self.order = list(feed.order)
             with self.hold_sync():
-                self.steps = {**{n: _record(IDLE) for n in self.graph_names()},
+                self.steps = {**{n: _idle() for n in self.graph_names()},
                               **feed.snapshot()}
                 self.run = feed.run_info()
                 # a retry keeps the clicked step open: its new attempt is what one wants to see
@@ -171,55 +176,34 @@ class DagWidget(anywidget.AnyWidget):
         return self.feed.table()
 
 
-class RunFeed(RunListener):
-    """Keeps one run's state from its events and flushes it to a DagWidget, coalesced.
+class RunFeed(ViewRenderer):
+    """Sends one run's state, kept by its RunView, to a DagWidget, coalesced.
 
-    Events arrive on runner threads at any rate; they only touch dicts under a lock. A flush
-    thread sends what changed at most every `interval` seconds; `on_run_finished` stops it and
-    sends the complete final state.
+    The view changes on runner threads at any rate; the feed only notes which steps changed. A
+    flush thread sends them at most every `interval` seconds; the end of the run stops it and
+    sends the complete final state. Without a `view`, the feed keeps one of its own, fed by the
+    events given to the feed (a replay).
     """
 
     def __init__(self, widget: DagWidget, run_id: str, order: list[str], *, base_dir: Path,
-                 runs_dir: Path, interval: float = INTERVAL) -> None:
+                 runs_dir: Path, view: RunView | None = None,
+                 interval: float = INTERVAL) -> None:
         self.widget = widget
         self.run_id = run_id
         self.order = list(order)
         self.base_dir = Path(base_dir)
-        self.runs_dir = Path(runs_dir)
+        self.home = Home(Path(runs_dir).parent)  # runs_dir is a Home's `runs`
         self.interval = interval
-        self.records = {name: _record() for name in order}
-        self.errors: dict[str, dict] = {}
-        self.outputs: dict[str, dict[str, str]] = {}
-        self.logs: dict[str, deque[str]] = {name: deque(maxlen=LOG_TAIL) for name in order}
-        self.logs[""] = deque(maxlen=LOG_TAIL)  # run-level lines (image build, ...)
-        self.info: dict[str, Any] = {"id": run_id, "state": QUEUED, "reason": None,
-                                     "started": None, "finished": None, "executor": None}
         self.waiting = False
         self.flushes = 0  # trait updates sent, for tests and the benchmark
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()  # steps to send; "" stands for the run (the header)
         self._detail_dirty = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
-
-    def seed(self, view: Any, run_state: str) -> None:
-        """Start from what a StepView has seen so far (a widget made after the run began)."""
-        with view.lock, self._lock:
-            for name, info in view.steps.items():
-                rec = self.records.setdefault(name, _record())
-                rec.update({k: info[k] for k in rec if info.get(k) is not None})
-                if info.get("error"):
-                    self.errors[name] = info["error"]
-                    rec["error"] = info["error"].get("message")
-                if info.get("outputs"):
-                    self.outputs[name] = dict(info["outputs"])
-                self.logs.setdefault(name, deque(maxlen=LOG_TAIL)).extend(
-                    view.logs.get(name, ())[-LOG_TAIL:])
-            starts = [r["started"] for r in self.records.values() if r["started"]]
-            ends = [r["finished"] for r in self.records.values() if r["finished"]]
-            self.info.update(state=run_state, started=min(starts, default=None),
-                             finished=max(ends, default=None) if run_state in FINAL else None)
+        self.view = view if view is not None else RunView(order, run_id=run_id)
+        self.view.watch(self.changed)
 
     def start(self) -> None:
         """Start flushing (once; never after the run finished)."""
@@ -230,52 +214,23 @@ class RunFeed(RunListener):
                                             name=f"mlpipe-widget-{self.run_id}")
             self._thread.start()
 
-    # -- RunListener -------------------------------------------------------------------------
-    def on_run_started(self, *, run_id, started, executor, **_) -> None:
+    def changed(self, what: str, step: str) -> None:
+        if what == RUN:
+            if self.view.snapshot(()).run.state.is_final:
+                self._finish()
+            else:
+                with self._lock:
+                    self._dirty.add("")
+                self.start()
+            return
         with self._lock:
-            self.info.update(state=RUNNING, started=started, executor=executor)
-            self._dirty.add("")  # "" stands for the run itself: the header
-        self.start()
-
-    def on_step_state(self, *, step, state, at, reason=None, error=None, attempt=1,
-                      reused_from=None, outputs=None, **_) -> None:
-        with self._lock:
-            rec = self.records.setdefault(step, _record())
-            rec.update(state=state, reason=reason, attempt=attempt)
-            if state == RUNNING:
-                rec["started"] = rec["started"] or at
-                rec["finished"] = None
-                rec["error"] = None
-            if state in FINAL:
-                rec["finished"] = at
-                rec["started"] = rec["started"] or at
-            if reused_from:
-                rec["reused_from"] = reused_from
-            if error:
-                self.errors[step] = error
-                rec["error"] = error.get("message")
-            if outputs:
-                self.outputs[step] = outputs
-            self._dirty.add(step)
-            if step == self.widget.selected:
+            if what in (STATE, PROGRESS) or (what == LOG and not step):
+                self._dirty.add(step)  # the header shows the latest run-level line too
+            if what in (STATE, LOG) and step and step == self.widget.selected:
                 self._detail_dirty = True
 
-    def on_step_log(self, *, step, line, **_) -> None:
+    def _finish(self) -> None:
         with self._lock:
-            self.logs.setdefault(step, deque(maxlen=LOG_TAIL)).append(line)
-            if step == "":
-                self._dirty.add("")  # the header shows the latest run-level line too
-            elif step == self.widget.selected:
-                self._detail_dirty = True
-
-    def on_step_progress(self, *, step, done, total, **_) -> None:
-        with self._lock:
-            self.records.setdefault(step, _record()).update(done=done, total=total)
-            self._dirty.add(step)
-
-    def on_run_finished(self, *, state, at, reason=None, **_) -> None:
-        with self._lock:
-            self.info.update(state=state, finished=at, reason=reason)
             self._stop.set()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -291,6 +246,7 @@ class RunFeed(RunListener):
         """Stop sending to the widget (it follows another run now)."""
         self._closed = True
         self._stop.set()
+        self.view.unwatch(self.changed)
 
     def flush(self, final: bool = False) -> bool:
         """Send what changed (or, if `final`, everything); False when there was nothing."""
@@ -301,13 +257,13 @@ class RunFeed(RunListener):
             with self._lock:
                 dirty, self._dirty = self._dirty, set()
                 detail_dirty, self._detail_dirty = self._detail_dirty, False
-                if not (dirty or detail_dirty or final):
-                    return False
-                changed = {n: dict(self.records[n]) for n in dirty if n in self.records}
-                snapshot = {n: dict(r) for n, r in self.records.items()} if final else None
+            if not (dirty or detail_dirty or final):
+                return False
+            steps = self.view.snapshot(None if final else dirty).steps
+            changed = {n: _shown(rec) for n, rec in steps.items()}
             with widget.hold_sync():
                 if final:
-                    widget.steps = {**widget.steps, **snapshot}
+                    widget.steps = {**widget.steps, **changed}
                 elif changed:
                     widget.patch = {"seq": self.flushes + 1, "steps": changed,
                                     "now": time.time()}
@@ -320,40 +276,35 @@ class RunFeed(RunListener):
 
     # -- views of the state ------------------------------------------------------------------
     def snapshot(self) -> dict[str, dict]:
-        with self._lock:
-            return {n: dict(r) for n, r in self.records.items()}
+        return {n: _shown(rec) for n, rec in self.view.snapshot().steps.items()}
 
     def run_info(self) -> dict[str, Any]:
-        with self._lock:
-            counts: dict[str, int] = {}
-            for rec in self.records.values():
-                counts[rec["state"]] = counts.get(rec["state"], 0) + 1
-            last = self.logs[""][-1] if self.logs[""] else None
-            final = self.info["state"] in FINAL
-            retryable = final and any(r["state"] not in OK for r in self.records.values())
-            return {**self.info, "counts": counts, "now": time.time(), "log": last,
-                    "waiting": self.waiting and not final, "can_cancel": not final,
-                    "can_retry": retryable, "steps_dir": self._rel(self.runs_dir / self.run_id)}
+        snap = self.view.snapshot()
+        run, final = snap.run, snap.run.state.is_final
+        last = self.view.log("", 1)
+        retryable = final and any(not rec.state.is_ok for rec in snap.steps.values())
+        return {"id": self.run_id, "state": run.state.value, "reason": run.reason,
+                "started": run.started, "finished": run.finished, "executor": run.executor,
+                "counts": snap.counts(), "now": time.time(), "log": last[0] if last else None,
+                "waiting": self.waiting and not final, "can_cancel": not final,
+                "can_retry": retryable, "steps_dir": self._rel(self.home.run_dir(self.run_id))}
 
     def detail(self, step: str) -> dict[str, Any]:
         """The panel of one step: state, times, cache reason, error, log tail, notebook link."""
-        with self._lock:
-            rec = self.records.get(step)
-            if rec is None:
-                return {}
-            error = dict(self.errors.get(step) or {}) if rec["state"] not in OK else {}
-            out = {"step": step, **rec, "error": error or None,
-                   "log": list(self.logs.get(step, ())),
-                   "outputs": dict(self.outputs.get(step, {}))}
-        origin = rec["reused_from"] if rec["state"] == "cached" else self.run_id
-        notebook = self.runs_dir / (origin or self.run_id) / step / "output.ipynb"
-        out["notebook"] = {"href": self._rel(notebook), "path": str(notebook),
-                           "exists": notebook.is_file()}
-        if rec["state"] == "cached" and not out["log"]:
-            log_file = notebook.with_name("log.txt")  # the original run's log
-            if log_file.is_file():
-                lines = log_file.read_text(encoding="utf-8", errors="replace").splitlines()
-                out["log"] = lines[-LOG_TAIL:]
+        rec = self.view.snapshot([step]).steps.get(step)
+        if rec is None:
+            return {}
+        cached = rec.state == StepState.CACHED
+        out = {"step": step, **_shown(rec),
+               "error": dict(rec.error) if rec.error and not rec.state.is_ok else None,
+               "log": self.view.log(step, LOG_TAIL), "outputs": rec.outputs}
+        # a reused step's notebook and log are those of the run that computed it
+        files = self.home.step_files((rec.reused_from if cached else None) or self.run_id, step)
+        out["notebook"] = {"href": self._rel(files.output), "path": str(files.output),
+                           "exists": files.output.is_file()}
+        if cached and not out["log"] and files.log.is_file():
+            lines = files.log.read_text(encoding="utf-8", errors="replace").splitlines()
+            out["log"] = lines[-LOG_TAIL:]
         return out
 
     def _rel(self, path: Path) -> str:
@@ -363,19 +314,5 @@ class RunFeed(RunListener):
 
     def table(self) -> str:
         """A plain-text table of steps and states (nbconvert, papermill, terminals)."""
-        with self._lock:
-            rows = [("step", "state", "time", "detail")]
-            now = time.time()
-            for name, rec in self.records.items():
-                started, finished = rec["started"], rec["finished"]
-                took = f"{(finished or now) - started:.1f}s" if started else ""
-                if rec["state"] == RUNNING and rec["total"]:
-                    detail = f"{rec['done']}/{rec['total']} cells"
-                else:
-                    detail = rec["error"] or rec["reason"] or ""
-                rows.append((name, rec["state"], took, detail))
-            head = f"run {self.run_id}: {self.info['state']}"
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:3])) + "  " + r[3]
-                 for r in rows]
-        return "\n".join([head, *(line.rstrip() for line in lines)])
+        snap = self.view.snapshot()
+        return f"run {self.run_id}: {snap.run.state.value}\n{snap.table()}"

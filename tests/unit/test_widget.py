@@ -24,8 +24,9 @@ from mlpipe_jupyter.model.spec import PipelineSpec, StepSpec
 from mlpipe_jupyter.run.events import Broadcaster
 from mlpipe_jupyter.run.runner import PipelineRunner, RunOptions
 from mlpipe_jupyter.run.stepbook import IO_PARAM
+from mlpipe_jupyter.run.view import RunView
 from mlpipe_jupyter.step import runtime
-from mlpipe_jupyter.ui.handle import PipelineRun, StepView
+from mlpipe_jupyter.ui.handle import PipelineRun
 from mlpipe_jupyter.ui.layout import GAP_X, NODE_H, NODE_W, layout
 from mlpipe_jupyter.ui.widget import LOG_TAIL, DagWidget
 
@@ -112,7 +113,7 @@ class FakeRunner:
 class FakeHandle:
     def __init__(self, runner: FakeRunner) -> None:
         self.runner = runner
-        self.view = StepView(runner.order)
+        self.view = RunView(runner.order, run_id=runner.run_id)
         runner.add_listener(self.view)
         self.done = False
         self.cancelled = threading.Event()
@@ -234,7 +235,7 @@ def test_200_step_run_is_throttled(tmp_path):
     assert biggest < 20_000  # a delta, not the state of 200 steps
     assert all(b - a >= 0.1 for (a, _), (b, _) in zip(sent, sent[1:], strict=False))
     assert {s["state"] for s in widget.steps.values()} == {"succeeded"}
-    assert len(feed.logs["s199"]) == 6
+    assert len(feed.view.log("s199")) == 6
 
 
 def test_panel_shows_error_log_cache_reason_and_notebook_link(tmp_path):
@@ -322,7 +323,7 @@ def test_widget_made_after_the_run_began_starts_from_what_happened(tmp_path):
     widget = DagWidget(runner.graph, order=runner.order)
     feed = widget.follow(handle)
     assert widget.steps["load"]["state"] == "succeeded"
-    assert list(feed.logs["split"]) == ["hello"]
+    assert feed.view.log("split") == ["hello"]
     assert feed._thread is not None and feed._thread.is_alive()  # live from here on
     ev.on_run_finished(run_id="r1", state="succeeded", at=t + 2)
     assert not feed._thread.is_alive()
@@ -416,6 +417,7 @@ def test_retry_failed_reruns_failed_and_skipped_and_reuses_the_rest(tmp_path, mo
     run = start_run(spec, tmp_path)
     assert run.wait(60) == "failed"
     widget = run.widget
+    assert widget.feed.view is run.view  # one view model: the widget renders the handle's
     assert run.steps == {"a": "succeeded", "b": "failed", "c": "skipped", "d": "succeeded"}
     assert {n: s["state"] for n, s in widget.steps.items()} == run.steps
     assert widget.run["can_retry"]
@@ -434,6 +436,7 @@ def test_retry_failed_reruns_failed_and_skipped_and_reuses_the_rest(tmp_path, mo
     assert again.load("z") == 42
     # the same widget now shows the new run; the open panel moved with it
     assert widget.handle is again and widget.run["id"] == again.id != run.id
+    assert widget.feed.view is again.view
     assert {n: s["state"] for n, s in widget.steps.items()} == again.steps
     assert widget.detail["state"] == "succeeded" and widget.detail["error"] is None
     assert not widget.run["can_retry"]
