@@ -16,18 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..model.states import StepState
-
 log = logging.getLogger("mlpipe_jupyter")
-
-# Aliases kept while runner.py, store.py and reaper.py still import them; they go once those
-# use model.states.StepState.
-QUEUED, RUNNING, SUCCEEDED, FAILED = (StepState.QUEUED, StepState.RUNNING, StepState.SUCCEEDED,
-                                      StepState.FAILED)
-CACHED, SKIPPED, CANCELLED = StepState.CACHED, StepState.SKIPPED, StepState.CANCELLED
-STATES = tuple(StepState)
-FINAL = frozenset(s for s in StepState if s.is_final)
-OK = frozenset(s for s in StepState if s.is_ok)
 
 
 class RunListener:
