@@ -46,7 +46,6 @@ CREATE TABLE IF NOT EXISTS ticks (
 );
 """
 
-ACTIVE = ("queued", "starting", "running")  # queue states of a run that has not ended
 
 
 class ServiceDB:
