@@ -47,7 +47,6 @@ CREATE TABLE IF NOT EXISTS ticks (
 """
 
 
-
 class ServiceDB:
     """One connection, shared by threads under a lock; `transaction()` for grouped writes."""
 
