@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from .handle import PipelineRun
 
 STATIC = Path(__file__).with_name("static")
+# the widget's ES module in parts, joined in this order (anywidget loads one module, no imports):
+# states and pure functions, then DOM builders, then the view and its default export
+ESM_PARTS = ("dag_logic.js", "dag_draw.js", "dag_widget.js")
 IDLE = "idle"  # `%pipeline show`: registered, not run
 LOG_TAIL = 40  # log lines a step's panel shows
 INTERVAL = 0.2  # seconds between flushes: at most 5 trait updates a second
@@ -50,7 +53,7 @@ def _idle() -> dict[str, Any]:
 class DagWidget(anywidget.AnyWidget):
     """The DAG of one pipeline and the live state of its current run."""
 
-    _esm = STATIC / "dag_widget.js"
+    _esm = "\n".join((STATIC / part).read_text(encoding="utf-8") for part in ESM_PARTS)
     _css = STATIC / "dag_widget.css"
 
     graph = t.Dict().tag(sync=True)

@@ -2,9 +2,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { widget } from "./load_widget.mjs";
+import { logic } from "./load_widget.mjs";
 
-const { edgePath, edgeFlow } = widget;
+const { edgePath, edgeFlow } = logic;
 
 test("a straight drop is a line", () => {
   assert.equal(edgePath([[120, 64], [120, 150]]), "M120,64L120,150");

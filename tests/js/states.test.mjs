@@ -2,9 +2,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { source, widget } from "./load_widget.mjs";
+import { logic, source } from "./load_widget.mjs";
 
-const { STATES, STATE, COUNT_ORDER, labelOf, isFinal, isOk, isBad, iconOf, mergePatch } = widget;
+const { STATES, STATE, COUNT_ORDER, labelOf, isFinal, isOk, isBad, iconOf, mergePatch } = logic;
 const NAMES = Object.keys(STATES);
 // the module's code without its comments (a `// ` that opens a comment: not "http://...")
 const code = source.replace(/(^|\s)\/\/ .*$/gm, "$1");

@@ -2,10 +2,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { widget } from "./load_widget.mjs";
+import { logic } from "./load_widget.mjs";
 
 const { fmtDuration, clip, shortRun, stepDuration, stepSubtitle, stepTooltip, progress,
-  countsText, headerOf, panelFacts, errorSummary, logSection } = widget;
+  countsText, headerOf, panelFacts, errorSummary, logSection, linesDropped } = logic;
 
 test("durations: tenths under a minute, then minutes and seconds, then hours and minutes", () => {
   assert.equal(fmtDuration(0), "0.0s");
@@ -162,4 +162,17 @@ test("the panel's log: the tail the kernel sent, or why there is none", () => {
   assert.equal(logSection({ state: "running", log: tail }).title, "Log (last 40 lines)");
   assert.equal(logSection({ state: "running", log: [] }).text, "(no output yet)");
   assert.equal(logSection({ state: "succeeded" }).text, "(the step printed nothing)");
+});
+
+test("a newer log tail: how many of the old tail's first lines it dropped", () => {
+  const tail = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => `line ${from + i}`);
+  assert.equal(linesDropped(tail(1, 30), tail(1, 35)), 0); // appended to
+  assert.equal(linesDropped(tail(1, 30), tail(1, 30)), 0); // the same (a state change)
+  assert.equal(linesDropped(tail(1, 40), tail(6, 45)), 5); // the tail slid
+  assert.equal(linesDropped(tail(1, 40), tail(41, 80)), 40); // nothing left in common
+  assert.equal(linesDropped([], tail(1, 3)), 0);
+  assert.equal(linesDropped(tail(1, 3), []), 3); // a new attempt, no output yet
+  // repeated lines: the smallest shift that fits
+  assert.equal(linesDropped([".", ".", "a"], [".", "a", "b"]), 1);
+  assert.equal(linesDropped([".", "."], [".", ".", "."]), 0);
 });

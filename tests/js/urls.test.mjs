@@ -3,9 +3,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { widget } from "./load_widget.mjs";
+import { logic } from "./load_widget.mjs";
 
-const { documentUrls } = widget;
+const { documentUrls } = logic;
 const RECORD = ".mlpipe/runs/20240501-101500-ab12cd/fit/output.ipynb";
 
 test("JupyterLab: next to the notebook, in the page's route", () => {
