@@ -72,10 +72,15 @@ class Executor(ABC):
 
     def environment(self, step: StepSpec) -> str:
         """What else a step's result depends on besides its code and inputs: the local Python
-        environment here, the image digest for containers. Part of the step's cache key."""
+        environment here, the image digest for containers. Part of the step's cache key.
+
+        Read once per executor, that is once per run (a runner chooses a new one): a package
+        installed between two runs in one kernel changes the second run's keys."""
         from ..run.fingerprint import local_environment
 
-        return local_environment()
+        if "_environment" not in vars(self):
+            self._environment = local_environment()
+        return self._environment
 
     def preflight(self, *, spec: PipelineSpec, base_dir: Path) -> None:
         """Quick checks before a run is recorded: raise an MlpipeError when this executor
