@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import Cancelled, ExecutorError, MlpipeError, StepFailed, StepTimeout
+from ..home import KERNEL_LOG
 from ..model.spec import PipelineSpec, StepSpec
 from ..run.stepbook import IO_PARAM, failure_from_notebook
-
-KERNEL_LOG = "kernel.log"  # in a step's directory, beside home.py's StepFiles
 
 
 @dataclass

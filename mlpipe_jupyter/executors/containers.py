@@ -35,7 +35,6 @@ service or `mlpipe gc` find those of runners that died (reaper.py).
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Any
 from ..errors import UsageError
 from ..home import BOX
 from ..model.rules import parse_memory
+from ..run.processes import Owner
 from .base import StepJob
 
 WORK, INPUTS, OUTPUTS, STEP = "/mlpipe/work", "/mlpipe/inputs", "/mlpipe/outputs", "/mlpipe/step"
@@ -111,29 +111,14 @@ def parse_user(value: Any = None) -> tuple[int, int]:
 
 
 def owner_label() -> str:
-    """host:pid:start-time:boot-id of this process: tells whether a runner is alive."""
-    from ..run.store import process_start
-    from ..run.storecheck import boot_id
-
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{process_start(pid) or ''}:{boot_id()}"
+    """The `mlpipe.owner` label of this process: tells `mlpipe gc` whether a runner is alive."""
+    return Owner.this().label()
 
 
 def owner_alive(label: str | None) -> bool | None:
-    """True/False for a runner on this host; None when it cannot be told (other host). A
-    runner of an earlier boot is dead whatever its pid is now (labels before the boot id was
-    added have none: judged by pid and start time)."""
-    from ..run.store import process_alive
-    from ..run.storecheck import boot_id
-
-    host, _, rest = (label or "").partition(":")
-    pid, _, rest = rest.partition(":")
-    start, _, boot = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return None
-    if boot and boot_id() and boot != boot_id():
-        return False
-    return process_alive(int(pid), start or None)
+    """Whether the runner a label names is alive: None when that cannot be told here."""
+    owner = Owner.parse(label)
+    return None if owner is None else owner.alive()
 
 
 def _bind(source: Path, target: str, read_only: bool) -> dict:

@@ -22,7 +22,7 @@ def scratch_dir(kind: str, *, root: Path | None = None) -> Path:
 
 def sweep(*, roots: tuple[Path, ...] | None = None, dry_run: bool = False) -> list[Path]:
     """Remove the scratch directories whose runner is no longer alive; return them."""
-    from ..run.store import process_alive
+    from ..run.processes import process_alive
 
     roots = roots or (*ROOTS, Path(tempfile.gettempdir()))
     found: list[Path] = []

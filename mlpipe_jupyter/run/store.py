@@ -25,10 +25,6 @@ from ..home import Home
 from ..model.states import StepState, is_final
 from .events import RunListener
 from .processes import Owner
-
-# re-exported: kernels/scratch.py, executors/containers.py and service/ import them from here
-from .processes import process_alive as process_alive
-from .processes import process_start as process_start
 from .storecheck import (
     StoreDamaged,
     StoreUnwritable,

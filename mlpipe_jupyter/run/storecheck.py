@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import MlpipeError
-from .processes import boot_id as boot_id  # where executors/containers.py still looks for it
 
 log = logging.getLogger("mlpipe_jupyter")
 

@@ -26,9 +26,10 @@ from typing import Any
 from ..errors import NotFound
 from ..home import Home
 from ..model.states import StepState, is_final
+from ..run.processes import process_alive, process_start
 from ..run.reaper import reap
 from ..run.runner import new_run_id
-from ..run.store import RunStore, process_alive, process_start
+from ..run.store import RunStore
 from ..run.storecheck import os_error_line
 from .db import ServiceDB
 from .errors import Conflict

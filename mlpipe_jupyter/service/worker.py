@@ -61,8 +61,8 @@ def _main(args: argparse.Namespace, cancel: _Cancel) -> int:
     from ..errors import MlpipeError
     from ..home import Home
     from ..model.notebook import read_pipeline
+    from ..run.processes import process_start
     from ..run.runner import PipelineRunner, RunOptions
-    from ..run.store import process_start
     from ..ui.config import load_config
     from .db import ServiceDB
     from .publish import snapshot_notebook
