@@ -347,6 +347,13 @@ class RunStore(RunListener):
             return {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
 
     def _run_dict(self, row: sqlite3.Row) -> dict:
+        try:
+            return self._decode_run(row)
+        except ValueError as err:  # a record's JSON garbled: the store is damaged, say where
+            raise StoreDamaged(self.path, f"run {row['id']}'s record cannot be read: {err}") \
+                from None
+
+    def _decode_run(self, row: sqlite3.Row) -> dict:
         steps = self._db.execute("SELECT * FROM steps WHERE run_id=? ORDER BY position",
                                  (row["id"],)).fetchall()
         params = json.loads(row["params"] or "{}")

@@ -104,6 +104,8 @@ def _main(args: argparse.Namespace, cancel: _Cancel) -> int:
     try:
         state = runner.run()
     except MlpipeError as err:  # the run store failed: the run is wound up, said in one line
+        if not runner.recorded:  # no run row to read the reason from: the queue row says it
+            db.write("UPDATE queue SET reason=? WHERE id=?", (str(err)[:500], args.run_id))
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"run {runner.run_id} {state}", file=sys.stderr)

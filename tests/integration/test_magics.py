@@ -128,9 +128,14 @@ def test_runs_of_a_store_that_cannot_be_read_is_one_line_naming_it(shell, tmp_pa
     import shutil
     import sqlite3
 
+    from mlpipe_jupyter.run.store import RunStore
+
     monkeypatch.delenv("MLPIPE_HOME", raising=False)
     assert str(shell.run_line_magic("pipeline", "runs")) == "(no runs yet)"
     db = tmp_path / ".mlpipe/mlpipe.db"
+    assert not db.exists()  # reading the history wrote nothing
+    db.parent.mkdir()
+    RunStore(db).close()  # a runner's store
     with sqlite3.connect(db) as conn:  # a record whose parameters are cut short
         conn.execute("INSERT INTO runs (id, state, started, params, notebook) "
                      "VALUES ('r1', 'succeeded', 1.0, '{\"lr\": ', 'nb.ipynb')")
