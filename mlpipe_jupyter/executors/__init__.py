@@ -41,7 +41,6 @@ class ExecutorRegistry:
             self._classes[name] = getattr(import_module(module), attr)
         return self._classes[name]
 
-
     def choose(self, asked: str | None, options: dict[str, Any], *, spec: PipelineSpec,
                base_dir: Path) -> tuple[str, Executor, list[str]]:
         """(name, executor, notes) for a run. The executor asked for (an error if it cannot
@@ -49,17 +48,16 @@ class ExecutorRegistry:
         preflight), else local with a one-line note saying why."""
         if asked is not None:
             executor = self.get(asked)(**options)
-            if (why := executor.available()) is not None:
+            if (why := executor.ready()) is not None:
                 raise ExecutorError(why, option="--executor")
             return asked, executor, []
         notes = []
         if "docker" in self.names():
-            docker = self.get("docker")
-            if (why := docker.available()) is not None:
+            executor = self.get("docker")(**options)
+            if (why := executor.ready()) is not None:
                 notes.append(f"{why.split(': start it')[0]}; steps run locally, without "
                              "containers")
             else:
-                executor = docker(**options)
                 try:
                     executor.preflight(spec=spec, base_dir=base_dir)
                     return "docker", executor, notes

@@ -69,6 +69,11 @@ class Executor(ABC):
         """None when usable here, else a one-line reason."""
         return None
 
+    def ready(self) -> str | None:
+        """available(), asked of the executor that will run: it may keep what it checked with
+        (the docker client it pinged), so that a run asks the engine once."""
+        return self.available()
+
     def environment(self, step: StepSpec) -> str:
         """What else a step's result depends on besides its code and inputs: the local Python
         environment here, the image digest for containers. Part of the step's cache key.

@@ -15,6 +15,7 @@ from ..step.lines import LineBuffer
 from . import kernelbridge
 
 PING_TIMEOUT = 2
+API_TIMEOUT = 60  # seconds for any other call to the engine
 
 
 def daemon_address() -> str:
@@ -36,7 +37,7 @@ def connect(timeout: float | None = None):
         raise ExecutorError("the `docker` Python package is not installed (pip install docker);"
                             " or use `--executor local`", cause="sdk") from None
     try:
-        client = docker.from_env(timeout=timeout or 60)
+        client = docker.from_env(timeout=timeout or API_TIMEOUT)
         client.ping()
     except Exception:
         raise daemon_down() from None

@@ -46,6 +46,7 @@ from .containers import (
     parse_user,
 )
 from .daemon import (
+    API_TIMEOUT,
     PING_TIMEOUT,
     ContainerWatch,
     LogTail,
@@ -108,6 +109,14 @@ class DockerExecutor(Executor):
             connect(timeout=PING_TIMEOUT).close()
         except ExecutorError as err:
             return str(err)
+        return None
+
+    def ready(self) -> str | None:
+        try:
+            self._client = connect(timeout=PING_TIMEOUT)
+        except ExecutorError as err:
+            return str(err)
+        self._client.api.timeout = API_TIMEOUT  # the short timeout was for the ping only
         return None
 
     @property
