@@ -1,4 +1,6 @@
-"""Executors by name: the built-ins, then the entry-point group `mlpipe_jupyter.executors`,
+"""Where a step runs: the Executor ABC and its fixed sequence, the `local` executor (warm or
+forked kernels on this machine) and the `docker` one (a sandboxed container per step, runtime
+images), found by name: the built-ins, then the entry-point group `mlpipe_jupyter.executors`,
 registered the way papermill registers its engines."""
 
 from __future__ import annotations

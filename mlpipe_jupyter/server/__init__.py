@@ -1,4 +1,5 @@
-"""The jupyter_server extension: REST under `/mlpipe/api/`."""
+"""The jupyter_server extension: REST under `/mlpipe/api/` for the widget and the Lab
+extension (a step's records, read through the run store's checks)."""
 
 from __future__ import annotations
 
