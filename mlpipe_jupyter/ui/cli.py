@@ -45,17 +45,17 @@ def _load_run(home, run_id: str) -> dict:
 
 
 def _store(home):
-    """The run store, after the explicit recovery step (reaper.py): runs, containers and
-    scratch of runners that died. A damaged store is one line (StoreDamaged)."""
+    """The run store opened for reading, after the explicit recovery step (reaper.reap_home:
+    runs, containers and scratch of runners that died; it writes only then). A damaged store
+    is one line (StoreDamaged)."""
     from ..errors import NotFound
-    from ..run.reaper import reap
+    from ..run.reaper import reap_home
     from ..run.store import RunStore
 
     if not home.db.exists():
         raise NotFound(f"no run history at {home.root} (run a pipeline first, or pass --home)")
-    store = RunStore(home.db)
-    reap(store)
-    return store
+    reap_home(home)
+    return RunStore(home.db, readonly=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -117,7 +117,7 @@ def test_declared_output_not_produced_fails_the_step(tmp_path):
     (["%%step a --after nobody\nx = 1"], "step `a` --after: no step named `nobody`"),
     (["%%step a\nx = 1", "%%step a\nx = 2"], "nb.ipynb, cell 2: duplicate step name `a`"),
     (["%%step 9lives\nx = 1"], "nb.ipynb, cell 1: %%step: invalid step name `9lives`"),
-    (["%%step a --outputs /tmp/x.csv\nx = 1"], "`/tmp/x.csv` is an absolute path"),
+    (["%%step a --outputs /srv/x.csv\nx = 1"], "`/srv/x.csv` is an absolute path"),
     (["%%step a --outputs ../x.csv\nx = 1"], "`../x.csv` escapes the step's working directory"),
     (["%%step a --colour red\nx = 1"], "nb.ipynb, cell 1: %%step a: unknown option --colour"),
     (["%%pipeline_params\nx = open('f')"], "`x` must be a JSON-compatible literal"),
@@ -150,6 +150,23 @@ def test_logs_and_show_errors(tmp_path):
     missing = run_cli("logs", run_id, "ghost", cwd=tmp_path)
     assert missing.returncode == 2 and "has no step `ghost`" in missing.stderr
     assert run_cli("show", "19990101", cwd=tmp_path).returncode == 2
+
+
+def test_reading_the_history_writes_nothing(tmp_path):
+    write_notebook(tmp_path / "nb.ipynb", ["%%step hello\nprint('hello from the step')"])
+    assert run_cli("run", "nb.ipynb", "--executor", "local", cwd=tmp_path).returncode == 0
+    home = tmp_path / ".mlpipe"
+
+    def files() -> dict[str, tuple[int, bytes]]:
+        return {str(p.relative_to(home)): (p.stat().st_mtime_ns, p.read_bytes())
+                for p in home.rglob("*") if p.is_file()}
+
+    before = files()
+    run_id = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)[0]["id"]
+    for args in (["runs"], ["show", run_id], ["show", run_id, "--json"],
+                 ["logs", run_id, "hello"]):
+        assert run_cli(*args, cwd=tmp_path).returncode == 0, args
+    assert files() == before  # no -wal or -shm beside mlpipe.db, nothing rewritten
 
 
 def test_export(tmp_path, examples):
