@@ -1,5 +1,10 @@
-"""Shared test helpers: notebooks written from cell lists, the real `mlpipe` CLI, a free port
-and a real `jupyter server` with the package's extensions."""
+"""Shared test helpers and fixtures: notebooks written from cell lists, the real `mlpipe` CLI,
+waiting on a condition, a free port, a real `jupyter server` with the package's extensions, a
+notebook kernel (tests/kernelkit.py) and executors registered for one test.
+
+Test modules import helpers from here or from a kit module (tests/kernelkit.py,
+tests/integration/servicekit.py), never from another test module (tests/unit/
+test_test_hygiene.py checks)."""
 
 from __future__ import annotations
 
@@ -11,13 +16,21 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
+
+if TYPE_CHECKING:
+    from mlpipe_jupyter.executors import Executor
+    from tests.kernelkit import Kernel
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -54,6 +67,51 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None
                           timeout=timeout, env=full_env)
 
 
+def no_run_started(directory: Path) -> bool:
+    """No run directory under `directory`'s .mlpipe: nothing ran."""
+    runs = directory / ".mlpipe" / "runs"
+    return not runs.exists() or not any(runs.iterdir())
+
+
+def wait_for(condition: Callable[[], T], what: str | Callable[[], str], timeout: float = 60,
+             every: float = 0.05) -> T:
+    """Poll `condition` until it returns something truthy, and return that; at the deadline
+    fail naming `what` (a callable: worded then, e.g. with the last value seen). The one way
+    a test waits for something to happen: never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for "
+                                 f"{what() if callable(what) else what}")
+        time.sleep(every)
+
+
+def running(pid: int) -> bool:
+    """The process is alive: not gone, not a zombie waiting for its parent to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_exited(pid: int, timeout: float = 10, what: str = "the process") -> None:
+    """Wait until process `pid` has exited (`what` says which process it is)."""
+    wait_for(lambda: not running(pid), f"{what} (pid {pid}) to exit", timeout)
+
+
+def scratch_of(pid: int | str = "*", kind: str = "*") -> list[Path]:
+    """The scratch directories of runner `pid` (kernels/scratch.py), where runners make them:
+    `mlpipe-<kind>-<pid>-*` in scratch.ROOTS and the temp dir."""
+    from mlpipe_jupyter.kernels.scratch import ROOTS
+
+    roots = dict.fromkeys((*ROOTS, Path(tempfile.gettempdir())))
+    return sorted(p for root in roots for p in root.glob(f"mlpipe-{kind}-{pid}-*"))
+
+
 @pytest.fixture
 def notebook_dir(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.delenv("MLPIPE_HOME", raising=False)
@@ -76,10 +134,12 @@ class JupyterServer:
 
 @contextlib.contextmanager
 def jupyter_server(base: Path, root: Path, *options: str,
-                   env: dict[str, str | None] | None = None) -> Iterator[JupyterServer]:
+                   env: dict[str, str | None] | None = None,
+                   app: str = "jupyter_server") -> Iterator[JupyterServer]:
     """A real `jupyter server` on 127.0.0.1 serving `root`, with the package's extensions and a
     fresh config and data dir under `base` (its log: base/server.log); yielded once it answers,
-    stopped by its pid at the end. `env` adds variables (None removes one)."""
+    stopped by its pid at the end (its kernels with it). `env` adds variables (None removes
+    one); `app` is the module run (`jupyterlab`, `notebook`: the same server, their pages)."""
     port, token = free_port(), secrets.token_hex(16)
     full_env = {**os.environ, "JUPYTER_CONFIG_DIR": str(base / "config"),
                 "JUPYTER_DATA_DIR": str(base / "data"), **(env or {})}
@@ -88,27 +148,59 @@ def jupyter_server(base: Path, root: Path, *options: str,
     log = base / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1",
+            [sys.executable, "-m", app, "--no-browser", "--ip=127.0.0.1",
              f"--port={port}", f"--IdentityProvider.token={token}",
              f"--ServerApp.root_dir={root}", "--allow-root", *options],
             env=full_env, cwd=base, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5):
+                return True
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.3)  # polling a condition with a deadline
+        wait_for(answers, lambda: f"jupyter server at {url}: {log.read_text()[-3000:]}", 90,
+                 every=0.3)
         yield JupyterServer(url, token, root, log)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        # the server stops its kernels on SIGTERM; the group kill catches any straggler
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
 
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory) -> Iterator[Kernel]:
+    """One notebook kernel per test module (tests/kernelkit.py: notebook_kernel)."""
+    from tests.kernelkit import notebook_kernel
+
+    with notebook_kernel(tmp_path_factory.mktemp("kernel")) as k:
+        yield k
+
+
+def executor_registrar(monkeypatch: pytest.MonkeyPatch) -> Callable[[type[Executor]], str]:
+    """`register(cls)`: `cls` is the executor named `cls.name` until `monkeypatch` is undone."""
+    from mlpipe_jupyter.executors import executors
+
+    def register(cls: type[Executor]) -> str:
+        # the registry has no unregister: its table is patched, so undo() removes the entry
+        monkeypatch.setitem(executors._classes, cls.name, cls)
+        return cls.name
+
+    return register
+
+
+@pytest.fixture
+def register_executor(monkeypatch) -> Callable[[type[Executor]], str]:
+    """Register a test's executor for that test only (never at import time): runs started in
+    the test may name it; the registry is as it was once the test ends."""
+    return executor_registrar(monkeypatch)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import stat
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from mlpipe_jupyter.executors.docker import DockerExecutor, connect
 from mlpipe_jupyter.model.notebook import read_pipeline
 from mlpipe_jupyter.run.runner import PipelineRunner, RunOptions
 from mlpipe_jupyter.run.store import RunStore
-from tests.conftest import write_notebook
+from tests.conftest import wait_for, write_notebook
 
 EXECUTORS = pytest.mark.parametrize("executor", ["docker", "local"])
 
@@ -77,17 +76,6 @@ def store_holds(runner, content: bytes) -> list[Path]:
     return found
 
 
-def wait_until(condition, what: str, timeout: float = 120.0, every: float = 0.05):
-    """Poll `condition` until it returns something truthy; fail naming `what` at the timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"{what}: not after {timeout:g} s")
-
-
 class Background:
     """A run in a thread, so a test can look at its containers while they run."""
 
@@ -112,4 +100,4 @@ def running_container(client, run_id: str):
                                                 "status": "running"})
         return found[0] if found else None
 
-    return wait_until(find, f"a running container of run {run_id}")
+    return wait_for(find, f"a running container of run {run_id}", 120)

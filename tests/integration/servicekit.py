@@ -10,17 +10,14 @@ import secrets
 import signal
 import sqlite3
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from mlpipe_jupyter.run.store import process_alive
-from tests.conftest import MLPIPE, free_port, write_notebook
-
-T = TypeVar("T")
+from mlpipe_jupyter.run.processes import process_alive
+from tests.conftest import MLPIPE, free_port, wait_for, write_notebook
 
 # a step that reads a file from beside the notebook, sleeps as told and prints its parameter
 PIPELINE = ["%%pipeline_params\nalpha = 0.1\nlabel = 'x'\nsleep = 0.0",
@@ -32,17 +29,6 @@ def make_project(root: Path, name: str = "p.ipynb") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "data.txt").write_text("data")
     return write_notebook(root / name, PIPELINE)
-
-
-def wait_for(check: Callable[[], T], *, timeout: float, what: str, every: float = 0.1) -> T:
-    """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(every)
 
 
 class Service:

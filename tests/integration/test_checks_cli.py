@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.conftest import run_cli, write_notebook
+from tests.conftest import no_run_started, run_cli, write_notebook
 
 PARAMS = "%%pipeline_params\nn_trees = 100\nlr = 0.1"
-
-
-def no_run_started(directory: Path) -> bool:
-    runs = directory / ".mlpipe" / "runs"
-    return not runs.exists() or not any(runs.iterdir())
 
 
 @pytest.mark.parametrize("executor", [["--executor", "local"], []], ids=["local", "default"])

@@ -5,12 +5,9 @@ kernel, and refuse a bad `-p`, an unknown option or an empty registry with one U
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from jupyter_client import KernelManager
 
-from tests.integration.test_kernel_nonblocking import WIDGET_VIEW, Kernel, register
+from tests.kernelkit import WIDGET_VIEW, register
 
 STEPS = [
     "%%pipeline_params\nn = 3",
@@ -26,26 +23,6 @@ WARNINGS = [
     "and no parameter, setup code or your kernel defines: the step will fail with NameError "
     "(did you mean `train`?)",
 ]
-
-
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("kernel")
-    env = {**os.environ, "MLPIPE_EXECUTOR": "local", "MLPIPE_MAX_PARALLEL": "2"}
-    env.pop("MLPIPE_HOME", None)
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(cwd=str(cwd), env=env)
-    kc = km.client()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=120)
-        k = Kernel(km, kc, cwd)
-        reply, _, _ = k.run("%load_ext mlpipe_jupyter")
-        assert reply["status"] == "ok"
-        yield k
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 def printed(msgs: list[dict], name: str = "stdout") -> list[str]:

@@ -7,10 +7,9 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from tests.conftest import MLPIPE, run_cli, write_notebook
+from tests.conftest import MLPIPE, run_cli, wait_exited, wait_for, write_notebook
 
 CELLS = [
     "%%step first --outputs a\na = list(range(1000))",
@@ -27,30 +26,12 @@ def start_run(cwd: Path) -> subprocess.Popen:
 
 
 def wait_for_second_running(cwd: Path, timeout: float = 60) -> tuple[str, int]:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        pids = list((cwd / ".mlpipe/runs").glob("*/kernel-pid-*")) if (
-            cwd / ".mlpipe/runs").exists() else []
-        if pids and pids[0].read_text():
-            return pids[0].name.removeprefix("kernel-pid-"), int(pids[0].read_text())
-        time.sleep(0.2)
-    raise AssertionError("step `second` never started")
+    def started() -> Path | None:
+        pids = list((cwd / ".mlpipe/runs").glob("*/kernel-pid-*"))
+        return pids[0] if pids and pids[0].read_text() else None
 
-
-def gone(pid: int, within: float = 10) -> bool:
-    deadline = time.time() + within
-    while time.time() < deadline:
-        if not Path(f"/proc/{pid}").exists() or "Z" in _state(pid):
-            return True
-        time.sleep(0.2)
-    return False
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
+    found = wait_for(started, "step `second` to start", timeout, every=0.2)
+    return found.name.removeprefix("kernel-pid-"), int(found.read_text())
 
 
 def test_sigkill_mid_run(tmp_path):
@@ -66,7 +47,7 @@ def test_sigkill_mid_run(tmp_path):
     assert steps["first"]["state"] == "succeeded"
     assert steps["second"]["state"] == "failed" and steps["second"]["reason"] == "interrupted"
     # the kernel notices its parent died and exits; no half-published artifact is visible
-    assert gone(kernel_pid), "the step's kernel outlived the runner"
+    wait_exited(kernel_pid, what="the step's kernel, its runner gone")
     artifacts = tmp_path / ".mlpipe/artifacts"
     assert all((d / "meta.json").is_file() for d in artifacts.iterdir()
                if not d.name.startswith("."))  # .staging, .stamps: the store's own
@@ -89,7 +70,7 @@ def test_ctrl_c_cancels_and_stops_kernels(tmp_path):
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 130, out
     assert f"interrupted: run {run_id} cancelled" in out
-    assert gone(kernel_pid, within=5)
+    wait_exited(kernel_pid, 5, what="the step's kernel")
     run = json.loads(run_cli("show", run_id, "--json", cwd=tmp_path).stdout)
     assert run["state"] == "cancelled"
     assert {s["name"]: s["state"] for s in run["steps"]} == {"first": "succeeded",

@@ -10,119 +10,11 @@ DAG or shows a spec error inline instead of a traceback.
 from __future__ import annotations
 
 import os
-import queue
 import time
 from pathlib import Path
 
-import pytest
-from jupyter_client import KernelManager
-
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-
-
-class Kernel:
-    """A kernel client that keeps every iopub message, whatever request it belongs to: the
-    widget's updates come from background threads, outside any cell's execution."""
-
-    def __init__(self, km, kc, cwd: Path) -> None:
-        self.km = km
-        self.kc = kc
-        self.cwd = cwd
-        self.iopub: list[dict] = []
-
-    def _drain(self, timeout: float) -> dict | None:
-        try:
-            msg = self.kc.get_iopub_msg(timeout=timeout)
-        except queue.Empty:
-            return None
-        self.iopub.append(msg)
-        return msg
-
-    def run(self, code: str, timeout: float = 120) -> tuple[dict, list[dict], float]:
-        """Execute a cell: (reply content, its iopub messages, seconds it took)."""
-        t0 = time.monotonic()
-        msg_id = self.kc.execute(code)
-        mine: list[dict] = []
-        deadline = t0 + timeout
-        while True:
-            assert time.monotonic() < deadline, f"cell did not finish: {code!r}"
-            msg = self._drain(1)
-            if msg is None or msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            mine.append(msg)
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                break
-        reply = self.kc.get_shell_msg(timeout=timeout)
-        assert reply["parent_header"]["msg_id"] == msg_id
-        return reply["content"], mine, time.monotonic() - t0
-
-    def value(self, code: str, timeout: float = 120) -> str:
-        reply, msgs, _ = self.run(code, timeout)
-        assert reply["status"] == "ok", reply
-        results = [m["content"]["data"]["text/plain"] for m in msgs
-                   if m["msg_type"] == "execute_result"]
-        assert len(results) == 1, msgs
-        return results[0]
-
-    def wait_for(self, code: str, expected: str, timeout: float = 180) -> float:
-        """Poll an expression until it shows `expected`; return the slowest answer's time."""
-        deadline, slowest = time.monotonic() + timeout, 0.0
-        while True:
-            reply, msgs, took = self.run(code)
-            slowest = max(slowest, took)
-            shown = [m["content"]["data"]["text/plain"] for m in msgs
-                     if m["msg_type"] == "execute_result"]
-            if shown == [expected]:
-                return slowest
-            assert time.monotonic() < deadline, f"{code} never became {expected}: {shown}"
-            time.sleep(0.3)
-
-    def wait_comm(self, model_id: str, found, timeout: float = 30) -> list[dict]:
-        """The widget's states sent so far, once one of them satisfies `found`: updates are
-        coalesced and sent by a thread, up to a fraction of a second after the event."""
-        deadline = time.monotonic() + timeout
-        while True:
-            states = self.comm_states(model_id)
-            if any(found(s) for s in states):
-                return states
-            assert time.monotonic() < deadline, states[-3:]
-            self._drain(0.2)
-
-    def comm_states(self, model_id: str) -> list[dict]:
-        for _ in range(50):  # pick up what is already queued
-            if self._drain(0.05) is None:
-                break
-        return [m["content"]["data"].get("state", {}) for m in self.iopub
-                if m["msg_type"] in ("comm_open", "comm_msg")
-                and m["content"].get("comm_id") == model_id]
-
-
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("kernel")
-    env = {**os.environ, "MLPIPE_EXECUTOR": "local", "MLPIPE_MAX_PARALLEL": "2"}
-    env.pop("MLPIPE_HOME", None)
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(cwd=str(cwd), env=env)
-    kc = km.client()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=120)
-        k = Kernel(km, kc, cwd)
-        reply, _, _ = k.run("%load_ext mlpipe_jupyter")
-        assert reply["status"] == "ok"
-        yield k
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-
-
-def register(k: Kernel, cells: list[str]) -> None:
-    reply, _, _ = k.run("%pipeline clear")
-    assert reply["status"] == "ok"
-    for cell in cells:
-        reply, _, _ = k.run(cell)
-        assert reply["status"] == "ok", reply
+from tests.conftest import wait_for
+from tests.kernelkit import WIDGET_VIEW, register
 
 
 def gated_step(name: str, gate: Path, inputs: str, output: str, value: str) -> str:
@@ -216,12 +108,11 @@ def test_cancel_sent_by_the_widget_stops_the_run_and_its_kernel(kernel):
     run_id = k.value("run.id").strip("'")
     kernel_pid = int(k.value("__import__('os').getpid()"))
     step_dir = k.cwd / ".mlpipe" / "runs" / run_id / "slow"
-    deadline = time.monotonic() + 60
     # the step's kernel: a child of this kernel, working in the step's directory
-    while not any(cwd and cwd.is_relative_to(step_dir)
-                  for cwd in descendants(kernel_pid).values()):
-        assert time.monotonic() < deadline, descendants(kernel_pid)
-        time.sleep(0.2)
+    wait_for(lambda: any(cwd and cwd.is_relative_to(step_dir)
+                         for cwd in descendants(kernel_pid).values()),
+             lambda: f"the step's kernel below {kernel_pid}: {descendants(kernel_pid)}", 60,
+             every=0.2)
 
     # exactly what the browser sends when Cancel is clicked
     k.kc.shell_channel.send(k.kc.session.msg("comm_msg", {
@@ -229,10 +120,9 @@ def test_cancel_sent_by_the_widget_stops_the_run_and_its_kernel(kernel):
     k.wait_for("run.status", "'cancelled'", timeout=120)
     assert k.value("run.steps") == (
         "{'load': 'succeeded', 'slow': 'cancelled', 'after': 'cancelled'}")
-    deadline = time.monotonic() + 30
-    while descendants(kernel_pid):  # no step kernel (nor a warm spare) stays behind
-        assert time.monotonic() < deadline, descendants(kernel_pid)
-        time.sleep(0.2)
+    # no step kernel (nor a warm spare) stays behind
+    wait_for(lambda: not descendants(kernel_pid),
+             lambda: f"no process below {kernel_pid}: {descendants(kernel_pid)}", 30, every=0.2)
     states = k.wait_comm(model_id, lambda s: s.get("run", {}).get("state") == "cancelled")
     finals = [s["steps"] for s in states if "steps" in s]
     assert finals[-1]["slow"]["state"] == "cancelled"

@@ -4,59 +4,28 @@ when the zygote fails kernels start the usual way."""
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec
 
 from mlpipe_jupyter.kernels.fork import ForkedProcess, ForkProvisioner, Zygote, use_zygote
-from mlpipe_jupyter.kernels.client import connect
 from mlpipe_jupyter.kernels.pool import KernelPool
 from mlpipe_jupyter.kernels.stepkernel import kernel_manager_class
-from tests.integration.test_kernelpool import wait_gone
-from tests.integration.test_perf_kernels import run_code
-
-
-def ask(pool: KernelPool, kernel, code: str):
-    """Execute `code` on a pooled kernel; the value of `result`."""
-    async def go():
-        kc = kernel.km.client()
-        kc.start_channels()
-        try:
-            await connect(kc, 60)
-            return ast.literal_eval(await run_code(kc, code))
-        finally:
-            kc.stop_channels()
-
-    return pool._call(go(), 60)
-
+from tests.conftest import wait_exited
+from tests.kernelkit import ask, wait_gone
 
 PROBE = ("import os, sys, random, tempfile\n"
          "result = {'ppid': os.getppid(), 'cwd': os.getcwd(), 'colour': os.environ.get('COLOUR'),\n"
          "          'parent': os.environ.get('JPY_PARENT_PID'), 'random': random.random(),\n"
          "          'pgid': os.getpgid(0) == os.getpid(), 'modules': sorted(sys.modules),\n"
          "          'debugpy': 'debugpy' in sys.modules, 'tmp': tempfile.gettempdir()}")
-
-
-def gone(pid: int, seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        except OSError:
-            return True
-        if state == "Z":  # exited; its parent has yet to reap it
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_forked_kernel_is_the_kernel_a_new_interpreter_would_be(tmp_path):
@@ -90,7 +59,7 @@ def test_a_forked_kernel_is_the_kernel_a_new_interpreter_would_be(tmp_path):
         pid_a = a.process.pid
         pool.release(a)
         assert a.process.poll() == 0  # asked to exit: it exited cleanly (the zygote reaped it)
-        assert gone(pid_a)
+        wait_exited(pid_a, what="the released kernel")
         proc_b = b.process
     finally:
         pool.shutdown()
@@ -120,7 +89,8 @@ def test_a_killed_runner_leaves_no_zygote_and_no_kernel(tmp_path):
     finally:
         runner.kill()
         runner.wait()
-    assert all(gone(pid) for pid in [zygote, *kernels]), (zygote, kernels)
+    for pid in [zygote, *kernels]:
+        wait_exited(pid, what="the zygote or a kernel it forked")
 
 
 def test_a_runner_gone_in_the_middle_of_a_fork_leaves_nothing(tmp_path, monkeypatch):
@@ -161,7 +131,7 @@ def test_without_its_zygote_the_pool_starts_kernels_the_usual_way(tmp_path):
         os.kill(pool._zygote.process.pid, signal.SIGKILL)
         pool._zygote.process.wait()
         # orphaned, the forked kernel sees its parent change and exits by itself
-        assert gone(first_pid, 15)
+        wait_exited(first_pid, 15, what="the orphaned forked kernel")
         second = pool.acquire(tmp_path, {"COLOUR": "green"})
         assert not isinstance(second.process, ForkedProcess)
         assert ask(pool, second, "import os\nresult = os.environ['COLOUR']") == "green"

@@ -17,34 +17,8 @@ import pytest
 from mlpipe_jupyter.kernels.pool import KernelPool, PoolClosed
 from mlpipe_jupyter.model.notebook import read_pipeline
 from mlpipe_jupyter.run.runner import PipelineRunner, RunOptions
-from tests.conftest import run_cli, write_notebook
-
-
-def marked_processes(mark: str) -> list[str]:
-    """`ps` lines of live processes whose environment carries `mark` (ours, not a colleague's
-    kernels running on the same machine)."""
-    lines = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True,
-                           text=True).stdout.splitlines()
-    found = []
-    for line in lines:
-        pid, stat, _ = line.split(None, 2)
-        if stat.startswith("Z"):
-            continue
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
-            continue
-        if f"MLPIPE_TEST_MARK={mark}".encode() in environ:
-            found.append(line)
-    return found
-
-
-def wait_gone(mark: str, seconds: float = 10) -> list[str]:
-    deadline = time.monotonic() + seconds
-    while (left := marked_processes(mark)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
-
+from tests.conftest import run_cli, wait_for, write_notebook
+from tests.kernelkit import marked_processes, wait_gone
 
 FRESH = [
     "%load_ext mlpipe_jupyter",
@@ -121,12 +95,10 @@ def test_cancel_stops_running_and_pooled_kernels(tmp_path, monkeypatch):
     final: list[str] = []
     thread = threading.Thread(target=lambda: final.append(runner.run()))
     thread.start()
-    deadline = time.monotonic() + 60
-    while runner.states.get("slow") != "running" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert runner.states["slow"] == "running"
-    time.sleep(1)  # the kernel is in its sleep; a warm one waits for `later`
-    assert len(marked_processes(mark)) >= 2
+    wait_for(lambda: runner.states.get("slow") == "running", "step `slow` running")
+    # the step's kernel and a warm one started for `later`
+    wait_for(lambda: len(marked_processes(mark)) >= 2,
+             lambda: f"two kernels: {marked_processes(mark)}", 30)
     runner.cancel()
     thread.join(30)
     assert not thread.is_alive()
@@ -142,8 +114,7 @@ def test_pool_hands_out_each_kernel_once_and_shuts_down(tmp_path):
     pool = KernelPool(size=1, expected=2)
     try:
         a = pool.acquire(first, {"MLPIPE_STEP": "one"}, timeout=60)
-        time.sleep(1.5)  # the warm one is up by now
-        assert len(pool.alive()) == 2
+        wait_for(lambda: len(pool.alive()) == 2, "the warm kernel", 30)
         b = pool.acquire(second, {"MLPIPE_STEP": "two"}, timeout=60)
         assert b.warm and not a.warm
         assert a.process.pid != b.process.pid

@@ -23,7 +23,7 @@ import pytest
 from mlpipe_jupyter.kernels.fork import ForkedProcess
 from mlpipe_jupyter.kernels.pool import KernelPool
 from tests.conftest import run_cli, write_notebook
-from tests.integration.test_kernelfork import ask
+from tests.kernelkit import ask
 
 INSTALLED = [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f",
              "{connection_file}"]  # what `python -m ipykernel install` writes, in any place

@@ -17,6 +17,7 @@ from jupyter_client.kernelspec import KernelSpec
 
 from mlpipe_jupyter.kernels.client import connect, exit_kernel
 from mlpipe_jupyter.kernels.stepkernel import KERNEL_ARGS, kernel_manager_class
+from tests.kernelkit import run_code
 
 
 async def _started(cwd: Path):
@@ -26,17 +27,6 @@ async def _started(cwd: Path):
     kc.start_channels()
     await connect(kc, 60)
     return km, kc
-
-
-async def run_code(kc, code: str) -> str:
-    """Execute `code`; the `user_expressions` value of `result`."""
-    msg_id = kc.execute(code, user_expressions={"result": "result"})
-    while True:
-        reply = await kc.get_shell_msg(timeout=30)
-        if reply["parent_header"].get("msg_id") == msg_id:
-            break
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return reply["content"]["user_expressions"]["result"]["data"]["text/plain"]
 
 
 def test_the_stock_kernel_command_goes_through_the_runtime_launcher():

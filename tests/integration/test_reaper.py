@@ -16,8 +16,7 @@ import pytest
 
 from mlpipe_jupyter.executors.docker import DockerExecutor, connect
 from mlpipe_jupyter.run.store import RunStore
-from tests.conftest import MLPIPE, run_cli, write_notebook
-from tests.integration.test_store_health import wait_for
+from tests.conftest import MLPIPE, run_cli, scratch_of, wait_for, write_notebook
 
 SLOW = "%%step slow\nimport time\nopen('../../slow-running', 'w').write('1')\n" \
        "for i in range(240):\n    time.sleep(0.5)"
@@ -54,7 +53,7 @@ def test_sigkill_leaves_no_container_after_the_next_mlpipe_runs(notebook_dir):
         assert runs[0]["id"] == run_id and runs[0]["state"] == "failed" \
             and runs[0]["reason"] == "interrupted"
         assert client.containers.list(all=True, filters={"label": f"mlpipe.run={run_id}"}) == []
-        assert list(Path("/tmp").glob(f"mlpipe-*-{proc.pid}-*")) == []  # its scratch too
+        assert scratch_of(proc.pid) == []  # its scratch too
     finally:
         proc.kill()
         if run_id:
@@ -70,7 +69,7 @@ def test_sigkill_scratch_is_swept_by_the_next_run_and_a_run_leaves_none(notebook
                             stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: list((notebook_dir / ".mlpipe/runs").glob("*/slow-running")), "slow")
-        left = list(Path("/tmp").glob(f"mlpipe-kernels-{proc.pid}-*"))
+        left = scratch_of(proc.pid, "kernels")
         assert left  # its kernel's connection file and log
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
@@ -87,7 +86,7 @@ def test_sigkill_scratch_is_swept_by_the_next_run_and_a_run_leaves_none(notebook
                            cwd=notebook_dir, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     assert ran.wait(300) == 0
-    assert list(Path("/tmp").glob(f"mlpipe-*-{ran.pid}-*")) == []
+    assert scratch_of(ran.pid) == []
 
 
 def test_a_run_elsewhere_is_judged_by_its_heartbeat(tmp_path):

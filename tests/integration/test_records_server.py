@@ -17,8 +17,6 @@ import socket
 import sqlite3
 import stat
 import struct
-import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,19 +27,11 @@ from pathlib import Path
 import pytest
 
 from mlpipe_jupyter.run.store import RunStore
-from tests.conftest import jupyter_server
+from tests.conftest import jupyter_server, wait_for
 
 CAP = 2 * 1024 * 1024  # the server's MlpipeServer.max_record_size in these tests
 NB = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 API = "/mlpipe/api/records/"
-
-
-def _wait_for(what: str, condition, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return value
 
 
 class Server:
@@ -148,7 +138,7 @@ def test_a_record_whose_open_blocks_leaves_the_server_answering(server, lease_si
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(server.record, _rel(server, slow), timeout=60)
-            _wait_for("the server to open the record", lambda: lease_signals)
+            wait_for(lambda: lease_signals, "the server to open the record", 30)
             assert server.status() == 200
             status, _, body = server.record(_rel(server, other), timeout=10)
             assert status == 200 and body["content"] == NB, body
@@ -347,16 +337,16 @@ def test_no_symlink_is_followed_wherever_it_points(server):
     _not_found(server, "links-alias/.mlpipe/runs/real/s/output.ipynb", "is a symlink")
 
 
-def test_only_regular_files_are_served(server):
+def test_only_regular_files_are_served(server, tmp_path):
     home = _store(server, "kinds")
     _write(home)
     (home / "runs" / "dir" / "s" / "output.ipynb").mkdir(parents=True)
     _not_found(server, "kinds/.mlpipe/runs/dir/s/output.ipynb", "is a directory")
     sock_path = home / "runs" / "sock" / "s" / "output.ipynb"
     sock_path.parent.mkdir(parents=True)
-    with tempfile.TemporaryDirectory(dir="/tmp") as short, socket.socket(socket.AF_UNIX) as s:
-        s.bind(f"{short}/s")  # a short path (sun_path is 108 bytes), then moved into place
-        os.rename(f"{short}/s", sock_path)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(tmp_path / "s"))  # a short path (sun_path is 108 bytes), then moved in place
+        os.rename(tmp_path / "s", sock_path)
         _not_found(server, "kinds/.mlpipe/runs/sock/s/output.ipynb", "is a socket")
     device = home / "runs" / "dev" / "s" / "output.ipynb"
     device.parent.mkdir(parents=True)
@@ -384,5 +374,5 @@ def test_errors_carry_the_structured_fields_and_log_one_line(server):
         text = server.log.read_text()
         return text if missing in text else None
 
-    log = _wait_for("the server's log of that request", logged)
+    log = wait_for(logged, "the server's log of that request", 30)
     assert "Traceback" not in log and "Uncaught exception" not in log, log[-3000:]

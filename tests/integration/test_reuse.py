@@ -112,8 +112,8 @@ EXECUTORS = ["local", "docker"]
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_partial_runs(pipeline, executor):
     refused = run_cli("run", "p.ipynb", "--executor", executor, "--only", "report", cwd=pipeline)
-    assert refused.returncode == 1
-    assert "step `load` is not selected and has no earlier successful run" in refused.stdout
+    assert refused.returncode == 2  # refused before it starts: nothing ran, nothing recorded
+    assert "step `load` is not selected and has no earlier successful run" in refused.stderr
     run_ok(pipeline, executor=executor)
     out = run_ok(pipeline, "--only", "fit", "-p", "alpha=5", executor=executor)
     now = states(pipeline)
@@ -147,8 +147,9 @@ def test_retry_then_success(tmp_path, executor):
 
 
 def test_timeout_stops_the_kernel(tmp_path):
+    pid_file = tmp_path / "kernel-pid"
     write_notebook(tmp_path / "p.ipynb", [
-        "%%step slow --timeout 2\nimport os, time\nopen('/tmp/mlpipe-timeout-pid', 'w')"
+        f"%%step slow --timeout 2\nimport os, time\nopen({str(pid_file)!r}, 'w')"
         ".write(str(os.getpid()))\ntime.sleep(60)",
     ])
     started = time.time()
@@ -157,7 +158,7 @@ def test_timeout_stops_the_kernel(tmp_path):
     assert result.returncode == 1
     assert "step `slow` timed out after 2 s" in result.stdout
     assert took < 20
-    pid = int(Path("/tmp/mlpipe-timeout-pid").read_text())
+    pid = int(pid_file.read_text())
     assert not Path(f"/proc/{pid}").exists()  # the step's kernel is gone
     run = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)[0]
     assert run["steps"][0]["state"] == "failed"

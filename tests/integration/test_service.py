@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mlpipe_jupyter.service.openapi import ROUTES
-from tests.conftest import write_notebook
+from tests.conftest import wait_for, write_notebook
 from tests.integration.servicekit import (
     PIPELINE,
     Service,
@@ -26,7 +26,6 @@ from tests.integration.servicekit import (
     run_processes,
     serving,
     step_output,
-    wait_for,
 )
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.servicekit import Service, make_project, serving, wait_for
+from tests.conftest import wait_for
+from tests.integration.servicekit import Service, make_project, serving
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import json
 import urllib.error
 import urllib.request
 
-from tests.conftest import jupyter_server
-from tests.integration.servicekit import kill_run_processes, make_project, wait_for
+from tests.conftest import jupyter_server, wait_for
+from tests.integration.servicekit import kill_run_processes, make_project
 
 
 def test_publish_and_run_through_jupyter_server_with_its_token(tmp_path):

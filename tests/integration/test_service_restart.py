@@ -10,12 +10,12 @@ import signal
 import sqlite3
 from datetime import datetime
 
+from tests.conftest import wait_for
 from tests.integration.servicekit import (
     Service,
     kill_run_processes,
     make_project,
     run_processes,
-    wait_for,
 )
 
 

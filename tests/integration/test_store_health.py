@@ -9,29 +9,19 @@ import json
 import os
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from mlpipe_jupyter.run.events import Broadcaster, RunListener
 from mlpipe_jupyter.run.store import RunStore
-from tests.conftest import MLPIPE, run_cli, write_notebook
+from tests.conftest import MLPIPE, run_cli, wait_for, write_notebook
 
 # `second` tells the test it runs, then waits for the test's go-ahead (a file)
 WAITING = ["%%step first --outputs a\na = [1, 2]",
            "%%step second --inputs a --outputs b\nimport os, time\n"
            "open('../../second-running', 'w').write('1')\n"
            "while not os.path.exists('../../../../go'):\n    time.sleep(0.05)\nb = a + [3]"]
-
-
-def wait_for(cond, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (found := cond()):
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, write_notebook
-from tests.integration.test_checks_cli import no_run_started
+from tests.conftest import no_run_started, run_cli, write_notebook
 
 LOCAL = ("--executor", "local")
 JSON_TYPES = "parameters are JSON values (None, bool, number, string, list, dict with string keys)"

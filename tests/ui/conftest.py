@@ -10,20 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import jupyter_server
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -72,53 +66,18 @@ def _jupyter_lab(base: Path, *extra: str, lab_extension: bool = True,
     (root / "examples").mkdir(parents=True)
     for name in ("wine_quality.ipynb", "requirements.txt"):
         shutil.copy(ROOT / "notebooks" / name, root / "examples" / name)
-    config_dir, data_dir = base / "config", base / "data"
+    config_dir = base / "config"  # the JUPYTER_CONFIG_DIR jupyter_server() gives it
     if app == "jupyterlab":  # Notebook 7 has neither plugin: settings for them are errors
         _lab_settings(config_dir)
     if not lab_extension:  # as `jupyter labextension disable mlpipe-jupyter` would
         (config_dir / "labconfig").mkdir(parents=True)
         (config_dir / "labconfig" / "page_config.json").write_text(
             json.dumps({"disabledExtensions": {"mlpipe-jupyter": True}}))
-    port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir),
-           "JUPYTER_DATA_DIR": str(data_dir), "MLPIPE_EXECUTOR": "local",
-           "MLPIPE_MAX_PARALLEL": "2"}
-    env.pop("MLPIPE_HOME", None)
-    env.pop("JUPYTER_PATH", None)
-    log = base / "jupyterlab.log"
-    cmd = [sys.executable, "-m", app, "--no-browser", "--ip=127.0.0.1",
-           f"--port={port}", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={root}", "--allow-root", *extra]
-    if app == "jupyterlab":
-        cmd += ["--LabApp.news_url=None", "--LabApp.extension_manager=readonly"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"jupyter lab did not answer:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield Lab(url=url, token=token, root=root, log=log)
-    finally:
-        # the server stops its kernels on SIGTERM; the group kill catches any straggler
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+    extra = (*extra, "--LabApp.news_url=None", "--LabApp.extension_manager=readonly") \
+        if app == "jupyterlab" else extra
+    with jupyter_server(base, root, *extra, app=app, env={
+            "MLPIPE_EXECUTOR": "local", "MLPIPE_MAX_PARALLEL": "2", "MLPIPE_HOME": None}) as s:
+        yield Lab(url=s.url, token=s.token, root=s.root, log=s.log)
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from tests.conftest import wait_for, write_notebook
+from tests.ui.browserkit import NODE, run_all_cells
+
 pytestmark = pytest.mark.browser
 
-NODE = "g.mp-node[data-step='{}']"
 STEPS = ("load", "split", "fit", "evaluate")
 # what opening a notebook with a kernel asks the server for
 KERNEL_API = re.compile(r"/api/(sessions|kernels)(/|$)")
@@ -36,13 +38,6 @@ KERNEL_API = re.compile(r"/api/(sessions|kernels)(/|$)")
 def _kernel_count(lab) -> int:
     with urllib.request.urlopen(f"{lab.url}/api/kernels?token={lab.token}", timeout=10) as r:
         return len(json.load(r))
-
-
-def _kernel_connected(lab) -> bool:
-    with urllib.request.urlopen(f"{lab.url}/api/sessions?token={lab.token}", timeout=10) as r:
-        sessions = json.load(r)
-    return any(s["kernel"]["connections"] > 0 and s["kernel"]["execution_state"] == "idle"
-               for s in sessions)
 
 
 class _Requests:
@@ -87,25 +82,6 @@ def _assert_kernel_less(page, requests: _Requests, lab, kernels: int) -> None:
     assert _kernel_count(lab) == kernels
 
 
-def _run_all_cells(page, lab) -> None:
-    """Run > Run All Cells, once the page's kernel connection is up. A click that lands while
-    the connection is still being set up is dropped by JupyterLab, so look for a started cell
-    and click again if there is none."""
-    deadline = time.monotonic() + 120
-    while not _kernel_connected(lab):
-        assert time.monotonic() < deadline, "the notebook's kernel never connected"
-        time.sleep(0.5)
-    first_prompt = page.locator(".jp-CodeCell .jp-InputArea-prompt").first
-    for _ in range(4):
-        page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
-        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-        for _ in range(40):
-            if re.search(r"\[(\*|\d+)\]", first_prompt.inner_text()):
-                return
-            time.sleep(0.5)
-    raise AssertionError("Run All Cells never started the first cell")
-
-
 def test_wine_example_runs_live_in_jupyterlab(lab, page, artifacts):
     started = time.monotonic()
     page.goto(lab.tree("examples/wine_quality.ipynb", "wine"))
@@ -115,7 +91,7 @@ def test_wine_example_runs_live_in_jupyterlab(lab, page, artifacts):
     config = json.loads(page.locator("#jupyter-config-data").text_content())
     served = {ext["name"] for ext in config["federated_extensions"]}
     assert {"@jupyter-widgets/jupyterlab-manager", "anywidget"} <= served
-    _run_all_cells(page, lab)
+    run_all_cells(page, lab)
 
     widget = page.locator(".mlpipe-dag")
     widget.first.wait_for(timeout=120_000)
@@ -191,30 +167,20 @@ def test_wine_example_runs_live_in_jupyterlab(lab, page, artifacts):
     print(f"browser test: {time.monotonic() - started:.1f}s from page load to screenshot")
 
 
-def _write_notebook(path: Path, cells: list[str]) -> None:
-    nb = {"cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "outputs": [],
-                     "execution_count": None, "source": src} for i, src in enumerate(cells)],
-          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                      "language": "python"}},
-          "nbformat": 4, "nbformat_minor": 5}
-    path.write_text(json.dumps(nb))
-
-
 def _states(page) -> dict[str, str]:
     return page.evaluate("Object.fromEntries([...document.querySelectorAll('g.mp-node')]"
                          ".map(g => [g.dataset.step, g.dataset.state]))")
 
 
 def _wait_states(page, expected: dict[str, str], timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while _states(page) != expected:
-        assert time.monotonic() < deadline, _states(page)
-        time.sleep(0.25)
+    wait_for(lambda: _states(page) == expected,
+             lambda: f"the widget's states {expected} (it shows {_states(page)})", timeout,
+             every=0.25)
 
 
 def test_failed_step_shows_its_error_and_retry_failed_reruns_it(lab, page, artifacts):
     flag = lab.root / "data-server-up"
-    _write_notebook(lab.root / "retry.ipynb", [
+    write_notebook(lab.root / "retry.ipynb", [
         "%load_ext mlpipe_jupyter",
         "%%step prepare --outputs data\ndata = list(range(10))",
         "%%step train --inputs data --outputs model --no-run\nimport os\n"
@@ -226,7 +192,7 @@ def test_failed_step_shows_its_error_and_retry_failed_reruns_it(lab, page, artif
     ])
     page.goto(lab.tree("retry.ipynb", "retry"))
     page.wait_for_selector(".jp-Notebook", timeout=90_000)
-    _run_all_cells(page, lab)
+    run_all_cells(page, lab)
     _wait_states(page, {"prepare": "succeeded", "train": "failed", "report": "skipped",
                         "stats": "succeeded"})
     widget = page.locator(".mlpipe-dag")
@@ -263,7 +229,7 @@ def test_failed_step_shows_its_error_and_retry_failed_reruns_it(lab, page, artif
 
 def test_cancel_button_stops_a_running_step(lab, page, artifacts):
     gate = lab.root / "never"
-    _write_notebook(lab.root / "cancel.ipynb", [
+    write_notebook(lab.root / "cancel.ipynb", [
         "%load_ext mlpipe_jupyter",
         "%%step prepare --outputs data\ndata = list(range(5))",
         "%%step slow --inputs data --outputs total --no-run\nimport os, time\n"
@@ -274,7 +240,7 @@ def test_cancel_button_stops_a_running_step(lab, page, artifacts):
     ])
     page.goto(lab.tree("cancel.ipynb", "cancel"))
     page.wait_for_selector(".jp-Notebook", timeout=90_000)
-    _run_all_cells(page, lab)
+    run_all_cells(page, lab)
     _wait_states(page, {"prepare": "succeeded", "slow": "running", "after": "queued"})
     slow = page.locator(NODE.format("slow"))
     # the running step shows its progress; the kernel ran the next cell meanwhile
@@ -351,11 +317,11 @@ new MutationObserver((records) => {
 
 
 def test_200_step_run_stays_responsive(lab, page, artifacts):
-    _write_notebook(lab.root / "big.ipynb", BIG_RUN)
+    write_notebook(lab.root / "big.ipynb", BIG_RUN)
     page.add_init_script(PAGE_PROBES)
     page.goto(lab.tree("big.ipynb", "big"))
     page.wait_for_selector(".jp-Notebook", timeout=90_000)
-    _run_all_cells(page, lab)
+    run_all_cells(page, lab)
     page.wait_for_function("document.querySelectorAll('g.mp-node').length === 200",
                            timeout=120_000)
     drawn = page.evaluate("performance.now()")
@@ -395,7 +361,7 @@ def test_without_the_lab_extension_the_link_opens_a_served_record(lab_showing_hi
     """Where mlpipe's JupyterLab extension is not loaded but the server serves `.mlpipe/`, the
     link is a plain JupyterLab URL in a new tab."""
     lab = lab_showing_hidden
-    _write_notebook(lab.root / "link.ipynb", [
+    write_notebook(lab.root / "link.ipynb", [
         "%load_ext mlpipe_jupyter",
         "%%step hello --outputs greeting --no-run\ngreeting = 'hello from a step'\n"
         "print(greeting)",
@@ -405,7 +371,7 @@ def test_without_the_lab_extension_the_link_opens_a_served_record(lab_showing_hi
     page.wait_for_selector(".jp-Notebook", timeout=90_000)
     config = json.loads(page.locator("#jupyter-config-data").text_content())
     assert "mlpipe-jupyter" in config["disabledExtensions"]
-    _run_all_cells(page, lab)
+    run_all_cells(page, lab)
     _wait_states(page, {"hello": "succeeded"})
     # the panel asks the contents API whether the server serves the record (the widget's
     # probe): it does here, so the link stays
@@ -436,7 +402,7 @@ def test_notebook7_renders_the_widget_and_opens_a_record(notebook7, page, artifa
     executed notebook opens, read-only, through mlpipe's extension, in a new browser tab as
     Notebook 7 opens every document."""
     lab = notebook7
-    _write_notebook(lab.root / "nb7.ipynb", [
+    write_notebook(lab.root / "nb7.ipynb", [
         "%load_ext mlpipe_jupyter",
         "%%step hello --outputs greeting --no-run\ngreeting = 'hello from a step'\n"
         "print(greeting)",
@@ -445,7 +411,7 @@ def test_notebook7_renders_the_widget_and_opens_a_record(notebook7, page, artifa
     ])
     page.goto(f"{lab.url}/notebooks/nb7.ipynb?token={lab.token}")
     page.wait_for_selector(".jp-Notebook", timeout=90_000)
-    _run_all_cells(page, lab)
+    run_all_cells(page, lab)
     _wait_states(page, {"hello": "succeeded", "shout": "succeeded"})
     widget = page.locator(".mlpipe-dag")
     expect(widget.locator(".mp-edge-label")).to_have_text(["greeting"])

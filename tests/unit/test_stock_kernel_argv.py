@@ -115,7 +115,7 @@ def test_path_flags_only_when_the_runner_has_them(letter, field, runner_flags):
 LETTERS = st.sampled_from(sorted("BbOqRu")).map(lambda c: ([f"-{c}"], (f"-{c}",)))
 X_OPTIONS = st.sampled_from(["frozen_modules=off", "frozen_modules=on", "utf8", "utf8=0",
                              "warn_default_encoding", "int_max_str_digits=640",
-                             "no_debug_ranges", "pycache_prefix=/tmp/pyc", "dev",
+                             "no_debug_ranges", "pycache_prefix=/var/cache/pyc", "dev",
                              "faulthandler", "tracemalloc=5"])
 WARNINGS = st.sampled_from(["ignore", "default", "error::DeprecationWarning"])
 
