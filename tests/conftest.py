@@ -187,20 +187,21 @@ def kernel(tmp_path_factory) -> Iterator[Kernel]:
         yield k
 
 
-def executor_registrar(monkeypatch: pytest.MonkeyPatch) -> Callable[[type[Executor]], str]:
-    """`register(cls)`: `cls` is the executor named `cls.name` until `monkeypatch` is undone."""
+@contextlib.contextmanager
+def registered(cls: type[Executor]) -> Iterator[str]:
+    """`cls` is the executor named `cls.name` inside the block, and no longer after it."""
     from mlpipe_jupyter.executors import executors
 
-    def register(cls: type[Executor]) -> str:
-        # the registry has no unregister: its table is patched, so undo() removes the entry
-        monkeypatch.setitem(executors._classes, cls.name, cls)
-        return cls.name
-
-    return register
+    executors.register(cls.name, cls)
+    try:
+        yield cls.name
+    finally:
+        executors.unregister(cls.name)
 
 
 @pytest.fixture
-def register_executor(monkeypatch) -> Callable[[type[Executor]], str]:
+def register_executor() -> Iterator[Callable[[type[Executor]], str]]:
     """Register a test's executor for that test only (never at import time): runs started in
     the test may name it; the registry is as it was once the test ends."""
-    return executor_registrar(monkeypatch)
+    with contextlib.ExitStack() as stack:
+        yield lambda cls: stack.enter_context(registered(cls))

@@ -30,6 +30,10 @@ class ExecutorRegistry:
     def register(self, name: str, cls: type[Executor]) -> None:
         self._classes[name] = cls
 
+    def unregister(self, name: str) -> None:
+        """Forget an executor registered by `register` (a built-in or entry point stays)."""
+        self._classes.pop(name, None)
+
     def names(self) -> list[str]:
         return sorted({*self._targets, *self._classes})
 

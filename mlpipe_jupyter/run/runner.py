@@ -55,7 +55,7 @@ class PipelineRunner:
         self.artifacts = ArtifactStore(self.home.artifacts, run_id=self.run_id,
                                        staging=self.home.staging(self.run_id))
         self.events = Broadcaster(list(listeners))
-        self.recorded = False  # the store took the run's start (else nothing ran: exit 2)
+        self.recorded = False  # the store took the run's start (else nothing ran)
         self._heartbeat: Heartbeat | None = None
         # written under _lock: the pool's threads set the states of the steps they run
         self.states: dict[str, StepState] = dict.fromkeys(self.order, StepState.QUEUED)

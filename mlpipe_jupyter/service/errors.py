@@ -10,6 +10,7 @@ class Conflict(MlpipeError):
     """The request is fine but the resource's state refuses it (a disabled pipeline, ...)."""
 
     http_status = 409
+    exit_code = 2  # the request was refused, as a usage error is
 
 
 class BadParameters(UsageError):

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import UsageError
+from ..model.states import StepState as S
 
 PipelineName = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -114,7 +115,7 @@ class RunStep(BaseModel):
 
 class Run(BaseModel):
     id: str
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: Literal[S.QUEUED, S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED]  # a run's states
     reason: str | None
     notebook: str | None
     started: str | None

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import wait_for
-from tests.ui.test_widget_browser import NODE, _run_all_cells, _write_notebook
+from tests.conftest import wait_for, write_notebook
+from tests.ui.browserkit import NODE, run_all_cells
 
 pytestmark = pytest.mark.browser
 
@@ -85,10 +85,10 @@ def _scrolled(page, log, delta: int) -> int:
 
 
 def test_the_log_keeps_a_readers_place_and_follows_the_end(lab, page):
-    _write_notebook(lab.root / "logscroll.ipynb", CELLS)
+    write_notebook(lab.root / "logscroll.ipynb", CELLS)
     page.goto(lab.tree("logscroll.ipynb", "logscroll"))
     page.wait_for_selector(".jp-Notebook", timeout=90_000)
-    _run_all_cells(page, lab)
+    run_all_cells(page, lab)
     page.locator(NODE.format("talk")).click(timeout=120_000)
     log = page.locator(".mlpipe-dag .mp-log")
     expect(log).to_contain_text(f"talk: line {FIRST:03d}")

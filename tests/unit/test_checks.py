@@ -394,15 +394,3 @@ def test_unknown_setup_option_suggests_too():
     with pytest.raises(MlpipeError, match=r"^%%pipeline_setup: unknown option --pi \(did you "
                        r"mean --pip\?\)$"):
         parse_setup_line("--pi numpy")
-
-
-def test_checks_import_nothing_from_ipython_docker_or_jupyter():
-    import subprocess
-    import sys
-
-    code = ("import sys, mlpipe_jupyter.model.checks\n"
-            "bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('IPython', 'docker', 'jupyter_client', 'ipykernel')]\nprint(bad)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "[]"

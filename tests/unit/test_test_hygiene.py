@@ -4,7 +4,9 @@
   tests/integration/servicekit.py), never from another test module;
 - no literal path in the host's /tmp: a test's files go in its tmp_path;
 - no fixed sleep: `time.sleep` is called only in a loop that polls a condition (as
-  conftest.wait_for does). A sleep in a string is a step's code, the workload: allowed.
+  conftest.wait_for does). A sleep in a string is a step's code, the workload: allowed;
+- nothing registered at import time (`executors.register(...)` at module level): a test
+  registers what it needs with the register_executor fixture.
 """
 
 from __future__ import annotations
@@ -87,6 +89,14 @@ def tmp_literals(tree: ast.AST) -> list[int]:
     return found
 
 
+def registers_at_import(tree: ast.Module) -> list[int]:
+    """Lines of module-level `something.register(...)` calls: an executor (or any plug-in)
+    registered for every test that happens to run after this module is imported."""
+    return [node.lineno for node in tree.body
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Attribute) and node.value.func.attr == "register"]
+
+
 def problems(path: Path, source: str) -> list[str]:
     name = module_name(path)
     tree = ast.parse(source, filename=str(path))
@@ -97,6 +107,8 @@ def problems(path: Path, source: str) -> list[str]:
               for line in sleeps_outside_loops(tree)]
     found += [f"{where}:{line}: a path in /tmp (use tmp_path)"
               for line in tmp_literals(tree)]
+    found += [f"{where}:{line}: registers at import time (use the register_executor fixture)"
+              for line in registers_at_import(tree)]
     return found
 
 
@@ -126,6 +138,7 @@ HERE = TESTS / "integration" / "test_example.py"
     (f"code = \"open('{TMP}pid', 'w')\"", "a path in /tmp"),
     ("found = Path('/tmp').glob('mlpipe-k*')", "a path in /tmp"),
     ("tempfile.TemporaryDirectory(dir='/tmp')", "a path in /tmp"),
+    ("executors.register(InProcess.name, InProcess)", "registers at import time"),
 ])
 def test_each_rule_finds_what_it_forbids(source, expected):
     found = problems(HERE, source)
@@ -146,12 +159,11 @@ def test_what_the_rules_allow(source):
 
 def test_an_executor_registered_for_a_test_is_gone_after_it():
     from mlpipe_jupyter.executors import Executor, executors
-    from tests.conftest import executor_registrar
+    from tests.conftest import registered
 
     class Probe(Executor):
         name = "hygiene-probe"
 
-    with pytest.MonkeyPatch.context() as patch:
-        assert executor_registrar(patch)(Probe) == "hygiene-probe"
-        assert executors.get("hygiene-probe") is Probe
+    with registered(Probe) as name:
+        assert name == "hygiene-probe" and executors.get("hygiene-probe") is Probe
     assert "hygiene-probe" not in executors.names()  # the next test never sees it

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from mlpipe_jupyter.errors import StepFailed
-from mlpipe_jupyter.executors import Executor, executors
+from mlpipe_jupyter.executors import Executor
 from mlpipe_jupyter.model.dag import build_dag
 from mlpipe_jupyter.model.notebook import read_pipeline
 from mlpipe_jupyter.model.spec import PipelineSpec, StepSpec
@@ -395,7 +395,10 @@ class InProcess(Executor):
         runtime.save_outputs(io, ns, list(job.step.variable_outputs), [])
 
 
-executors.register(InProcess.name, InProcess)
+@pytest.fixture
+def in_process(register_executor) -> str:
+    """InProcess, registered for the test that asks for it."""
+    return register_executor(InProcess)
 
 
 def start_run(spec: PipelineSpec, base_dir: Path) -> PipelineRun:
@@ -406,7 +409,8 @@ def start_run(spec: PipelineSpec, base_dir: Path) -> PipelineRun:
     return run.start()
 
 
-def test_retry_failed_reruns_failed_and_skipped_and_reuses_the_rest(tmp_path, monkeypatch):
+def test_retry_failed_reruns_failed_and_skipped_and_reuses_the_rest(tmp_path, monkeypatch,
+                                                                    in_process):
     monkeypatch.delenv("MLPIPE_HOME", raising=False)
     flag = tmp_path / "flag"
     spec = PipelineSpec(steps=(
@@ -444,7 +448,7 @@ def test_retry_failed_reruns_failed_and_skipped_and_reuses_the_rest(tmp_path, mo
     assert not widget.run["can_retry"]
 
 
-def test_cancel_from_the_widget_stops_a_running_step(tmp_path, monkeypatch):
+def test_cancel_from_the_widget_stops_a_running_step(tmp_path, monkeypatch, in_process):
     monkeypatch.delenv("MLPIPE_HOME", raising=False)
     spec = PipelineSpec(steps=(
         StepSpec(name="slow", code="while not _cancel.wait(0.05): pass\nv = 1", outputs=("v",)),
@@ -462,7 +466,7 @@ def test_cancel_from_the_widget_stops_a_running_step(tmp_path, monkeypatch):
     assert {s["state"] for s in run.widget.steps.values()} == {"cancelled"}
 
 
-def test_handle_displays_its_widget_once_per_cell(tmp_path, monkeypatch):
+def test_handle_displays_its_widget_once_per_cell(tmp_path, monkeypatch, in_process):
     monkeypatch.delenv("MLPIPE_HOME", raising=False)
     shown: list[dict] = []
 
