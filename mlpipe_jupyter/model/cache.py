@@ -28,7 +28,7 @@ def params_read(spec: PipelineSpec, step: StepSpec) -> list[str]:
 
 def key_parts(spec: PipelineSpec, step: StepSpec, params: dict[str, Any],
               inputs: dict[str, str], environment: str, runtime: str) -> dict[str, Any]:
-    return {
+    parts = {
         "code": _h(step.code),
         "setup": _h(spec.setup),
         "params": {p: _h(params[p]) for p in params_read(spec, step)},
@@ -38,6 +38,18 @@ def key_parts(spec: PipelineSpec, step: StepSpec, params: dict[str, Any],
         "environment": environment,
         "runtime": runtime,
     }
+    if step.foreach is not None:  # only then: the keys of other steps stay what they were
+        # what changes the gathered result; --workers and --item-timeout do not
+        parts["foreach"] = {"items": step.foreach, "batch_size": step.batch_size,
+                            "max_failures": step.max_failures}
+    return parts
+
+
+def batch_key(parts: dict[str, Any], step: StepSpec, items_digest: str) -> str:
+    """One mini-batch's key: the step's key without its split input's digest (adding items
+    must not change the other batches' keys), plus the digest of the batch's own items."""
+    inputs = {k: v for k, v in parts["inputs"].items() if k != step.foreach}
+    return cache_key({**parts, "inputs": inputs, "batch": items_digest})
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -74,6 +86,8 @@ def miss_reasons(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     changed += [f"parameter `{n}` now read" for n in new_p if n not in old_p]
     if old.get("outputs") != new["outputs"]:
         changed.append("outputs changed")
+    if old.get("foreach") != new.get("foreach"):
+        changed.append("step --foreach options changed")
     if old.get("env") != new["env"]:
         changed.append("step --env changed")
     if old.get("environment") != new["environment"]:

@@ -92,6 +92,10 @@ def check_artifact(item: str, *, option: str, step: str | None = None) -> str:
     return item
 
 
+def artifact(item: str, step: str | None, flag: str) -> str:
+    return check_artifact(item, option=flag, step=step)
+
+
 def artifacts(items: tuple[str, ...], step: str | None, flag: str) -> tuple[str, ...]:
     """Artifact names (check_artifact), none listed twice."""
     for item in items:
@@ -160,3 +164,23 @@ def image_name(name: str, step: str | None, flag: str) -> str:
     if not name.strip() or " " in name:
         raise _bad(step, flag, f"`{name}` is not an image name")
     return name
+
+
+FOREACH_ONLY = {"batch_size": ("--batch-size", 1), "workers": ("--workers", None),
+                "max_failures": ("--max-failures", 0), "item_timeout": ("--item-timeout", None)}
+
+
+def foreach_options(spec: Any) -> None:
+    """A StepSpec's fan-out options agree with each other and with its inputs."""
+    if spec.foreach is None:
+        given = next((flag for name, (flag, default) in FOREACH_ONLY.items()
+                      if getattr(spec, name) != default), None)
+        if given is not None:
+            raise _bad(spec.name, given, "only means something with --foreach")
+        return
+    if spec.foreach not in spec.inputs:  # inferred inputs too: a split input is declared
+        raise _bad(spec.name, "--foreach", f"`{spec.foreach}` is not one of the step's "
+                   f"--inputs ({', '.join(spec.inputs) or 'none'})")
+    if not is_variable(spec.foreach) and not spec.foreach.endswith("/"):
+        raise _bad(spec.name, "--foreach", f"`{spec.foreach}` is a file input: only a directory "
+                   f"(`{spec.foreach}/`) splits into items")

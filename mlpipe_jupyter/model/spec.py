@@ -13,6 +13,7 @@ from . import rules
 from .rules import NETWORKS, is_variable, option
 
 SPEC_VERSION = 1
+FANOUT = ("foreach", "batch_size", "workers", "max_failures", "item_timeout")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,24 @@ class StepSpec:
                               metavar="N", rule=rules.one_or_more)
     network: str | None = option("--network", "container network: none or bridge",
                                  default=None, choices=NETWORKS)
+    # fan-out (run/foreach.py): the step's code runs once per mini-batch of one input's items
+    foreach: str | None = option(
+        "--foreach", "run the code once per mini-batch of this input's items (a list, tuple, "
+        "array, DataFrame, Series or directory), bound to the batch", default=None,
+        metavar="ITEMS", rule=rules.artifact)
+    batch_size: int = option("--batch-size", "items per mini-batch (--foreach)", default=1,
+                             type=int, metavar="N", rule=rules.one_or_more)
+    workers: int | None = option("--workers", "kernels running mini-batches at once "
+                                 "(--foreach; default: the run's parallelism)", default=None,
+                                 type=int, metavar="N", rule=rules.one_or_more)
+    max_failures: int = option("--max-failures", "failed mini-batches tolerated (--foreach)",
+                               default=0, type=int, metavar="N", rule=rules.zero_or_more)
+    item_timeout: float | None = option(
+        "--item-timeout", "fail a mini-batch after this many seconds, replacing its worker "
+        "(--foreach)", default=None, type=float, metavar="SECONDS", rule=rules.timeout_seconds)
+
+    def __post_init__(self) -> None:
+        rules.foreach_options(self)
 
     @property
     def variable_outputs(self) -> tuple[str, ...]:
@@ -62,6 +81,9 @@ class StepSpec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["env"] = dict(self.env)
+        if self.foreach is None:  # a step that fans out nothing writes the JSON it always did
+            for name in FANOUT:
+                del data[name]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
     @classmethod

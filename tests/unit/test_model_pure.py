@@ -58,11 +58,13 @@ def test_every_step_option_is_one_spec_field_and_the_parser_has_exactly_those():
 def test_a_line_with_every_option_lands_in_the_spec():
     line = read_step_line(
         "fit --inputs a data/b.csv --outputs m --after load --env K=v --retries 2 --timeout 9 "
-        "--no-cache --image img:1 --cpus 0.5 --memory 2g --gpus 1 --network none --no-run")
+        "--no-cache --image img:1 --cpus 0.5 --memory 2g --gpus 1 --network none --no-run "
+        "--foreach a --batch-size 5 --workers 2 --max-failures 1 --item-timeout 3")
     expected = StepSpec(
         name="fit", code="", inputs=("a", "data/b.csv"), outputs=("m",), after=("load",),
         env=(("K", "v"),), retries=2, timeout=9.0, no_cache=True, image="img:1", cpus=0.5,
-        memory="2g", gpus=1, network="none")
+        memory="2g", gpus=1, network="none", foreach="a", batch_size=5, workers=2,
+        max_failures=1, item_timeout=3.0)
     assert line.spec == expected and line.no_run
     # the line sets every option, so none of them is dropped on the way into the spec
     defaults = {f.name: f.default for f in fields(StepSpec)}
