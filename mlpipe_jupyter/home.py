@@ -6,6 +6,7 @@
       runs/<run>/<step>/         step.ipynb, output.ipynb, log.txt, kernel.log, work/, out/,
                                  box/ (what a sandboxed step's container writes)
       latest/<notebook stem>     the file outputs of that notebook's last successful run
+      batches/<key>/             a fan-out step's mini-batch results (run/foreach.py)
 
 No other module writes these names: they ask Home (or a StepFiles) for the path.
 """
@@ -61,6 +62,10 @@ class StepFiles:
         """Where the step's runtime saves its variable outputs before they are published."""
         return self.dir / "out"
 
+    def worker(self, index: int) -> Path:
+        """A fan-out step's worker `index`: its working directory (run/foreach.py)."""
+        return self.dir / "workers" / str(index)
+
 
 @dataclass(frozen=True)
 class Home:
@@ -95,6 +100,15 @@ class Home:
 
     def step_files(self, run_id: str, step: str) -> StepFiles:
         return StepFiles(self.step_dir(run_id, step))
+
+    @property
+    def batches(self) -> Path:
+        """Fan-out steps' mini-batch results, `batches/<key>/`, each renamed into place once
+        complete; `batches/.tmp/` while a worker writes one (run/foreach.py)."""
+        return self.root / "batches"
+
+    def batch(self, key: str) -> Path:
+        return self.batches / key
 
     def latest(self, pipeline: str) -> Path:
         """`latest/<notebook stem>`: the file outputs of that notebook's last successful run

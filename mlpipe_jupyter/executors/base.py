@@ -17,6 +17,7 @@ from ..errors import Cancelled, ExecutorError, MlpipeError, StepFailed, StepTime
 from ..home import KERNEL_LOG
 from ..model.spec import PipelineSpec, StepSpec
 from ..run.stepbook import IO_PARAM, failure_from_notebook
+from .workers import KernelWorker
 
 
 @dataclass
@@ -125,6 +126,12 @@ class Executor(ABC):
     @abstractmethod
     def execute(self, job: StepJob, parameters: dict[str, Any]) -> None:
         """Execute job.notebook into job.output with these papermill parameters."""
+
+    def open_worker(self, job: StepJob, workdir: Path) -> KernelWorker:
+        """A fresh kernel running in `workdir` with the step's environment, for a fan-out step
+        (run/foreach.py), started and connected."""
+        raise ExecutorError(f"step `{job.step.name}`: the {self.name} executor cannot run "
+                            "--foreach steps", step=job.step.name, option="--foreach")
 
     def cleanup(self, job: StepJob) -> None:
         """Release whatever the step held (kernel, container). Must not raise."""

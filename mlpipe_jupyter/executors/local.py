@@ -15,10 +15,12 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from pathlib import Path
 from typing import Any
 
 from ..step.engine import import_papermill, run_step_notebook
 from .base import Executor, StepJob
+from .workers import KernelWorker
 
 
 class LocalExecutor(Executor):
@@ -96,6 +98,15 @@ class LocalExecutor(Executor):
                          wait=bool(job.step.file_outputs) or job.cancel.is_set())
         if job.cancel.is_set():
             raise self.stop_reason(job)
+
+    def open_worker(self, job: StepJob, workdir: Path) -> KernelWorker:
+        pool = self._kernels()
+        kernel = pool.request(workdir, {k: str(v) for k, v in job.env.items()})()
+        return KernelWorker(
+            kernel.km.get_connection_info(), job.log,
+            alive=lambda: kernel.process is not None and kernel.process.poll() is None,
+            kill=kernel.kill,
+            release=lambda: pool.release(kernel, log_to=job.kernel_log, wait=False)).start()
 
     def cleanup(self, job: StepJob) -> None:
         job.stop = None

@@ -32,8 +32,8 @@ class RunListener:
                       reason: str | None = None, error: dict | None = None, attempt: int = 1,
                       cache_key: str | None = None, reused_from: str | None = None,
                       outputs: dict[str, str] | None = None,
-                      key_parts: dict | None = None, reasons: list[str] | None = None
-                      ) -> None: ...
+                      key_parts: dict | None = None, reasons: list[str] | None = None,
+                      fanout: dict | None = None) -> None: ...
 
     def on_step_log(self, *, run_id: str, step: str, line: str) -> None: ...
 

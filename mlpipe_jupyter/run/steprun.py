@@ -38,6 +38,7 @@ class StepRunner:
     set_state: Callable[..., None]
     cancelled: threading.Event
     _jobs: dict[str, StepJob] = field(default_factory=dict)  # the attempts under way
+    _fanouts: dict[str, dict] = field(default_factory=dict)  # fan-out steps' batch records
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stop_all(self) -> None:
@@ -73,7 +74,7 @@ class StepRunner:
                 if attempts > 1:
                     log(f"--- attempt {attempt} of {attempts} ---")
                 try:
-                    outputs = self._attempt(step, files, digests, attempt, log)
+                    outputs = self._attempt(step, files, digests, attempt, log, parts)
                 except Cancelled as err:
                     self._stopped(step, attempt, err)
                     return
@@ -85,11 +86,19 @@ class StepRunner:
                         self.cancelled.wait(delay)
                         continue
                     self.set_state(step.name, StepState.FAILED, reason=str(err),
-                                   error=err.to_dict(), attempt=attempt)
+                                   error=err.to_dict(), attempt=attempt,
+                                   **self._fanout(step, getattr(err, "fanout", None)))
                     return
                 self.set_state(step.name, StepState.SUCCEEDED, reason=reason, attempt=attempt,
-                               cache_key=key, key_parts=parts, outputs=outputs)
+                               cache_key=key, key_parts=parts, outputs=outputs,
+                               **self._fanout(step, None))
                 return
+
+    def _fanout(self, step: StepSpec, record: dict | None) -> dict:
+        """`fanout=`: a fan-out step's batches and failures (run/foreach.py), once it ended."""
+        with self._lock:
+            record = self._fanouts.pop(step.name, None) or record
+        return {} if record is None else {"fanout": record}
 
     def _stopped(self, step: StepSpec, attempt: int, err: Cancelled) -> None:
         if self.cancelled.is_set():
@@ -100,7 +109,7 @@ class StepRunner:
                            attempt=attempt, error=err.to_dict())
 
     def _attempt(self, step: StepSpec, files: StepFiles, digests: dict[str, str], attempt: int,
-                 log: Callable[[str], None]) -> dict[str, str]:
+                 log: Callable[[str], None], parts: dict) -> dict[str, str]:
         for path in (files.work, files.out):
             safefs.remove_tree(path)
         inputs, data = {}, {}
@@ -122,14 +131,15 @@ class StepRunner:
             env={**dict(step.env), "MLPIPE_RUN_ID": self.run_id, "MLPIPE_STEP": step.name,
                  "MLPIPE_ATTEMPT": str(attempt)},
         )
-        self._run(job)
+        self._run(job, parts)
         published = self.artifacts.publish_step_outputs(step.name, step.outputs, files.work,
                                                         files.out)
         safefs.remove_tree(files.out)
         return published
 
-    def _run(self, job: StepJob) -> None:
-        """executor.run(job), stopped when the step's timeout expires."""
+    def _run(self, job: StepJob, parts: dict) -> None:
+        """executor.run(job) (a fan-out step: its batches), stopped when the step's timeout
+        expires."""
         timer = None
         if job.step.timeout:
             def expire() -> None:
@@ -142,9 +152,24 @@ class StepRunner:
         with self._lock:
             self._jobs[job.step.name] = job
         try:
-            self.executor.run(job)
+            if job.step.foreach is None:
+                self.executor.run(job)
+            else:
+                record = self._foreach(job, parts)
+                with self._lock:
+                    self._fanouts[job.step.name] = record
         finally:
             if timer is not None:
                 timer.cancel()
             with self._lock:
                 self._jobs.pop(job.step.name, None)
+
+    def _foreach(self, job: StepJob, parts: dict) -> dict:
+        from .foreach import run_foreach
+
+        try:
+            return run_foreach(job, self.executor, self.home, parts, self.spec.setup)
+        except MlpipeError:
+            raise
+        except Exception as exc:  # a foreign error: one line, as executor.run() gives
+            raise self.executor.translate(job, exc) from exc
