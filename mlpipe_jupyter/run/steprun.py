@@ -89,9 +89,11 @@ class StepRunner:
                                    error=err.to_dict(), attempt=attempt,
                                    **self._fanout(step, getattr(err, "fanout", None)))
                     return
-                self.set_state(step.name, StepState.SUCCEEDED, reason=reason, attempt=attempt,
-                               cache_key=key, key_parts=parts, outputs=outputs,
-                               **self._fanout(step, None))
+                fanout = self._fanout(step, None)
+                self.set_state(step.name, StepState.SUCCEEDED,
+                               reason=_with_reused(reason, fanout.get("fanout")),
+                               attempt=attempt, cache_key=key, key_parts=parts,
+                               outputs=outputs, **fanout)
                 return
 
     def _fanout(self, step: StepSpec, record: dict | None) -> dict:
@@ -173,3 +175,11 @@ class StepRunner:
             raise
         except Exception as exc:  # a foreign error: one line, as executor.run() gives
             raise self.executor.translate(job, exc) from exc
+
+
+def _with_reused(reason: str, fanout: dict | None) -> str:
+    """A fan-out step's reason says how many of its mini-batches were reused."""
+    if not fanout or not fanout["batches"]["cached"]:
+        return reason
+    batches = fanout["batches"]
+    return f"{reason}; {batches['cached']} of {batches['total']} mini-batches reused"

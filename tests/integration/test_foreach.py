@@ -6,48 +6,8 @@ at once."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
-
-from mlpipe_jupyter.model.notebook import read_pipeline
-from mlpipe_jupyter.run.events import RunListener
-from mlpipe_jupyter.run.plan import RunOptions
-from mlpipe_jupyter.run.runner import PipelineRunner
-from tests.conftest import write_notebook
-
-
-class Records(RunListener):
-    """Each step's last state, error and fan-out record."""
-
-    def __init__(self) -> None:
-        self.steps: dict[str, dict] = {}
-        self.progress: list[tuple[str, int, int]] = []
-
-    def on_step_state(self, *, step, state, reason=None, error=None, fanout=None, **_):
-        rec = self.steps.setdefault(step, {})
-        rec.update(state=str(state), reason=reason)
-        if error is not None:
-            rec["error"] = error
-        if fanout is not None:
-            rec["fanout"] = fanout
-
-    def on_step_progress(self, *, step, done, total, **_):
-        self.progress.append((step, done, total))
-
-
-def run(directory: Path, cells: list[str], **options) -> tuple[PipelineRunner, Records]:
-    notebook = write_notebook(directory / "p.ipynb", ["%load_ext mlpipe_jupyter", *cells])
-    records = Records()
-    runner = PipelineRunner(read_pipeline(notebook), notebook=str(notebook),
-                            base_dir=directory, listeners=[records],
-                            options=RunOptions(executor="local", **options))
-    runner.run()
-    return runner, records
-
-
-def value(runner: PipelineRunner, step: str, name: str):
-    return runner.artifacts.load(runner.outputs[step][name])
+from tests.foreachkit import marks, run, value
 
 
 def test_a_list_in_batches_on_two_workers_gathered_in_item_order(tmp_path):
@@ -163,7 +123,8 @@ def test_a_hanging_batch_is_killed_and_its_worker_replaced(tmp_path):
     assert (failure["items"], failure["ename"]) == ([1, 1], "TimeoutError")
 
 
-def test_two_workers_really_run_two_batches_at_once(tmp_path):
+def test_two_workers_really_run_two_batches_at_once(tmp_path, monkeypatch):
+    marks(tmp_path, monkeypatch)
     # each batch waits (bounded) until the other batch has started: only concurrent workers
     # let both see each other; the timestamps they write overlap
     runner, records = run(tmp_path, [
@@ -178,14 +139,6 @@ def test_two_workers_really_run_two_batches_at_once(tmp_path):
     (a0, a1), (b0, b1) = value(runner, "both", "spans")
     assert a0 < b1 and b0 < a1  # the two intervals overlap
     assert a1 - a0 < 30 and b1 - b0 < 30
-
-
-@pytest.fixture(autouse=True)
-def _mark(tmp_path, monkeypatch):
-    mark = tmp_path / "marks"
-    mark.mkdir()
-    monkeypatch.setenv("MARK", str(mark))
-    return mark
 
 
 def test_the_step_record_is_json(tmp_path):
