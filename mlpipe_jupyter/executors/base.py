@@ -35,7 +35,7 @@ class StepJob:
     files: dict[str, Path]  # file input (relative path) -> file or directory to provide
     parameters: dict[str, Any]  # pipeline parameter values for this run
     log: Callable[[str], None]  # one line of the step's output
-    progress: Callable[[int, int], None]  # cells done, cells total
+    progress: Callable[..., None]  # cells done, cells total (a fan-out step: batches, failed)
     cancel: threading.Event = field(default_factory=threading.Event)
     timed_out: threading.Event = field(default_factory=threading.Event)
     env: dict[str, str] = field(default_factory=dict)

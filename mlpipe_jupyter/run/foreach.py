@@ -246,7 +246,7 @@ class FanOut:
         worker.close(kill=kill)
 
     def _progress(self) -> None:
-        self.job.progress(self.done, len(self.batches))
+        self.job.progress(self.done, len(self.batches), len(self.failures))
 
     # -- errors ------------------------------------------------------------------------------
     def _failed_in(self, where: str, reply: Reply) -> StepFailed:

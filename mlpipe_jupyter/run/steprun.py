@@ -128,8 +128,9 @@ class StepRunner:
             run_id=self.run_id, step=step, attempt=attempt, notebook=files.notebook,
             output=files.output, workdir=files.work, outputs_dir=files.out,
             inputs=inputs, files=data, parameters=dict(self.params), log=log,
-            progress=lambda done, total: self.events.on_step_progress(
-                run_id=self.run_id, step=step.name, done=done, total=total),
+            progress=lambda done, total, *failed: self.events.on_step_progress(
+                run_id=self.run_id, step=step.name, done=done, total=total,
+                **({"failed": failed[0]} if failed else {})),
             env={**dict(step.env), "MLPIPE_RUN_ID": self.run_id, "MLPIPE_STEP": step.name,
                  "MLPIPE_ATTEMPT": str(attempt)},
         )

@@ -40,11 +40,22 @@ class StepRecord:
     finished: float | None = None
     done: int = 0  # cells executed, of `total` (0: not known)
     total: int = 0
+    failed: int | None = None  # a fan-out step's failed mini-batches: done/total count batches
     reason: str | None = None
     error: dict | None = None  # MlpipeError.to_dict() of the failure
     attempt: int = 1
     reused_from: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def progress(self) -> str | None:
+        """`cell 3/5`, or a fan-out step's `37/100 batches · 1 failed`; None when not known."""
+        if not self.total:
+            return None
+        if self.failed is None:
+            return f"cell {self.done}/{self.total}"
+        return f"{self.done}/{self.total} batches" + (
+            f" · {self.failed} failed" if self.failed else "")
 
     @property
     def message(self) -> str | None:
@@ -176,10 +187,11 @@ class RunView(RunListener):
             watchers = self._watchers
         self._notify(watchers, LOG, step)
 
-    def on_step_progress(self, *, step: str, done: int, total: int, **_: Any) -> None:
+    def on_step_progress(self, *, step: str, done: int, total: int, failed: int | None = None,
+                         **_: Any) -> None:
         with self._lock:
             rec = self._steps.setdefault(step, StepRecord())
-            rec.done, rec.total = done, total
+            rec.done, rec.total, rec.failed = done, total, failed
             watchers = self._watchers
         self._notify(watchers, PROGRESS, step)
 

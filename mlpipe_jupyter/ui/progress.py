@@ -96,7 +96,7 @@ class TerminalProgress(ViewRenderer):
             state = rec.state
             detail = self._detail(rec)
             if state == S.RUNNING and rec.total:
-                detail = f"cell {rec.done}/{rec.total}"
+                detail = rec.progress
             elif detail in below:  # said once, above as it happened or below
                 detail = "(above)" if detail in self._said else "(below)"
             table.add_row(ICONS[state], name, f"[{STYLES[state]}]{state.value}[/]",

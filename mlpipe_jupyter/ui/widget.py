@@ -42,8 +42,8 @@ INTERVAL = 0.2  # seconds between flushes: at most 5 trait updates a second
 def _shown(rec: StepRecord) -> dict[str, Any]:
     """A step as the browser gets it: a fixed key set (it merges patches field by field)."""
     return {"state": rec.state.value, "started": rec.started, "finished": rec.finished,
-            "done": rec.done, "total": rec.total, "reason": rec.reason, "error": rec.message,
-            "attempt": rec.attempt, "reused_from": rec.reused_from}
+            "done": rec.done, "total": rec.total, "failed": rec.failed, "reason": rec.reason,
+            "error": rec.message, "attempt": rec.attempt, "reused_from": rec.reused_from}
 
 
 def _idle() -> dict[str, Any]:

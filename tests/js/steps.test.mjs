@@ -176,3 +176,12 @@ test("a newer log tail: how many of the old tail's first lines it dropped", () =
   assert.equal(linesDropped([".", ".", "a"], [".", "a", "b"]), 1);
   assert.equal(linesDropped([".", "."], [".", ".", "."]), 0);
 });
+
+test("a fan-out step shows mini-batches and failures, other steps their cells", () => {
+  const running = { state: "running", started: 0, done: 37, total: 100, attempt: 1 };
+  assert.equal(logic.progressOf({ ...running, failed: 1 }), "37/100 batches · 1 failed");
+  assert.equal(logic.progressOf({ ...running, failed: 0 }), "37/100 batches");
+  assert.equal(logic.progressOf({ ...running, failed: null }), "37/100 cells");
+  assert.match(stepSubtitle({ ...running, failed: 1 }, [], 5), /^37\/100 batches · 1 failed · /);
+  assert.match(stepSubtitle({ ...running, failed: null }, [], 5), /^37\/100 cells · /);
+});

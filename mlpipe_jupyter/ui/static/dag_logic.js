@@ -59,6 +59,13 @@ export function stepDuration(rec, now) {
 }
 
 // a node's second line; `outputs` are the step's declared outputs (shown before it runs)
+// `3/5 cells`, or a fan-out step's `37/100 batches · 1 failed` (`failed` is set only for those)
+export function progressOf(rec) {
+  if (rec.failed === null || rec.failed === undefined) return `${rec.done}/${rec.total} cells`;
+  const failed = rec.failed ? ` · ${rec.failed} failed` : "";
+  return `${rec.done}/${rec.total} batches${failed}`;
+}
+
 export function stepSubtitle(rec, outputs, now) {
   const st = rec.state;
   const took = () => fmtDuration(stepDuration(rec, now));
@@ -70,7 +77,7 @@ export function stepSubtitle(rec, outputs, now) {
     case STATE.queued:
       return labelOf(st);
     case STATE.running: { // cells done, not the state: the spinner and the colour show it
-      const cells = rec.total ? `${rec.done}/${rec.total} cells · ` : `${labelOf(st)} · `;
+      const cells = rec.total ? `${progressOf(rec)} · ` : `${labelOf(st)} · `;
       const attempt = rec.attempt > 1 ? ` · try ${rec.attempt}` : "";
       return `${cells}${took()}${attempt}`;
     }
@@ -169,7 +176,7 @@ export function panelFacts(d, now) {
   const facts = [];
   const took = stepDuration(d, now);
   if (took !== null && d.state !== STATE.cached) facts.push(["Duration", fmtDuration(took)]);
-  if (d.state === STATE.running && d.total) facts.push(["Progress", `${d.done}/${d.total} cells`]);
+  if (d.state === STATE.running && d.total) facts.push(["Progress", progressOf(d)]);
   if (d.attempt > 1 && d.state !== STATE.failed) facts.push(["Attempt", String(d.attempt)]);
   if (d.state === STATE.cached) facts.push(["Cache", d.reason || "reused"]);
   else if (d.reason && !d.error && d.state !== STATE.idle) {
