@@ -60,9 +60,11 @@ CREATE INDEX IF NOT EXISTS runs_by_start ON runs(started);
 # pipeline service files a run under and who started it (None for runs recorded before).
 # runs.heartbeat, runs.boot_id: when the runner last said it is alive, and the boot it runs in
 # (storecheck.py), so a runner on another host or in another namespace is judged too.
+# steps.fanout: a fan-out step's mini-batch counts and failures (JSON, run/foreach.py's record;
+# None for other steps).
 ADDED_COLUMNS = {"runs": {"defaults": "TEXT", "experiment": "TEXT", "source": "TEXT",
                           "pipeline_version": "INTEGER", "heartbeat": "REAL", "boot_id": "TEXT"},
-                 "steps": {"reasons": "TEXT"}}
+                 "steps": {"reasons": "TEXT", "fanout": "TEXT"}}
 
 
 OK_STATES = tuple(s for s in StepState if s.is_ok)  # a result a later run can reuse
@@ -92,6 +94,15 @@ def _reasons(step: sqlite3.Row) -> list[str]:
         return json.loads(reasons)
     # recorded before the list was: the short reason is all there is (not a failure's message)
     return [step["reason"]] if step["reason"] and not step["error"] else []
+
+
+def _fanout(step: sqlite3.Row) -> dict[str, Any]:
+    """A fan-out step's `batches` (total, succeeded, failed, cached) and `failures` (each
+    with its item range, exception, line and traceback); nothing for other steps."""
+    if (fanout := _get(step, "fanout")) is None:
+        return {}
+    record = json.loads(fanout)
+    return {"batches": record["batches"], "failures": record["failures"]}
 
 
 def _setup(db: sqlite3.Connection) -> None:
@@ -257,7 +268,7 @@ class RunStore(RunListener):
 
     def on_step_state(self, *, run_id, step, state, at, reason=None, error=None, attempt=1,
                       cache_key=None, reused_from=None, outputs=None, key_parts=None,
-                      reasons=None, **_) -> None:
+                      reasons=None, fanout=None, **_) -> None:
         sets = ["state=?", "reason=?", "attempt=?"]
         args: list[Any] = [state, reason, attempt]
         if state == StepState.RUNNING:
@@ -268,7 +279,7 @@ class RunStore(RunListener):
             args += [at, at]
         for col, value in (("error", error), ("cache_key", cache_key), ("key_parts", key_parts),
                            ("reused_from", reused_from), ("outputs", outputs),
-                           ("reasons", reasons)):
+                           ("reasons", reasons), ("fanout", fanout)):
             if value is not None:
                 sets.append(f"{col}=?")
                 args.append(value if isinstance(value, str) else json.dumps(value))
@@ -377,5 +388,6 @@ class RunStore(RunListener):
                 "outputs": json.loads(s["outputs"]) if s["outputs"] else {},
                 "duration": (s["finished"] - s["started"]
                              if s["finished"] is not None and s["started"] is not None else None),
+                **_fanout(s),
             } for s in steps],
         }

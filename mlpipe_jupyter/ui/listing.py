@@ -164,6 +164,30 @@ def _params_line(run: dict) -> str:
     return "params: " + (", ".join(parts) if parts else "none")
 
 
+SHOWN_FAILURES = 3  # the rest are in `mlpipe show --json`
+
+
+def fanout_lines(step: dict) -> list[str]:
+    """A fan-out step's mini-batch counts, then its first failures: item range, exception,
+    line. Nothing for other steps."""
+    batches = step.get("batches")
+    if batches is None:
+        return []
+    lines = [f"{step['name']}: {batches['succeeded']}/{batches['total']} mini-batches "
+             f"succeeded, {batches['failed']} failed, {batches['cached']} reused"]
+    failures = step["failures"]
+    for failure in failures[:SHOWN_FAILURES]:
+        first, last = failure["items"]
+        items = f"item {first}" if first == last else f"items {first}-{last}"
+        at = f" (line {failure['line']})" if failure.get("line") else ""
+        message = (failure["evalue"] or "").splitlines()[:1]
+        lines.append(f"  {items}: {failure['ename']}: {''.join(message)}{at}")
+    if len(failures) > SHOWN_FAILURES:
+        lines.append(f"  and {len(failures) - SHOWN_FAILURES} more failures: mlpipe show "
+                     "--json has every traceback")
+    return lines
+
+
 def run_details(run: dict, artifacts: Path, run_dir: Path) -> None:
     console = Console(highlight=False)
     console.print(f"run [bold]{run['id']}[/] of {escape(run['notebook'] or '')}: "
@@ -183,6 +207,9 @@ def run_details(run: dict, artifacts: Path, run_dir: Path) -> None:
                       f"[{STYLES.get(step['state'], '')}]{step['state']}[/]",
                       _fmt(step.get("duration")), str(step.get("attempt") or ""), why)
     console.print(table)
+    for step in run["steps"]:
+        for line in fanout_lines(step):
+            console.print(line, soft_wrap=True, markup=False)
     outputs = Table(box=None, header_style="bold")
     for col in ("step", "output", "size", "path in the artifact store"):
         outputs.add_column(col, overflow="fold", justify="right" if col == "size" else "left")
