@@ -28,7 +28,7 @@ from .artifacts import ArtifactStore
 from .events import Broadcaster, RunListener
 from .plan import RunOptions, new_run_id, plan_run, refusal
 from .steprun import StepRunner
-from .store import RunStore
+from .store import RunStore, failed_batches
 from .storecheck import Heartbeat, StoreDamaged, StoreUnwritable, os_error_line
 
 
@@ -61,7 +61,7 @@ class PipelineRunner:
         self.states: dict[str, StepState] = dict.fromkeys(self.order, StepState.QUEUED)
         self.outputs: dict[str, dict[str, str]] = {}
         self.sources: dict[str, str] = {}
-        self._damaged: dict[str, list[str]] = {}  # step -> why its earlier result is unusable
+        self._unusable: dict[str, list[str]] = {}  # step -> why its earlier result is unusable
         self.refused: str | None = None  # why a step the run needs could not be reused
         self._cancel = threading.Event()
         self._lock = threading.Lock()
@@ -295,7 +295,7 @@ class PipelineRunner:
             self._set(name, StepState.SKIPPED, reason=why)
             return None
         reasons = (["--no-cache"] if step.no_cache or self.options.no_cache
-                   else self._damaged.pop(name, None) or miss_reasons(
+                   else self._unusable.pop(name, None) or miss_reasons(
                        self.store.last_key_parts(self.notebook, name), parts))
         return step, key, parts, reasons, digests
 
@@ -308,9 +308,13 @@ class PipelineRunner:
         outputs = json.loads(row["outputs"] or "{}")
         damaged = [item for item, d in outputs.items() if self.artifacts.verify(d) is not None]
         if damaged:  # never reused silently: the step runs again and rewrites them
-            self._damaged[step.name] = [f"artifact of `{item}` damaged" for item in damaged]
+            self._unusable[step.name] = [f"artifact of `{item}` damaged" for item in damaged]
             return False
         origin = row["reused_from"] or row["run_id"]
+        if failed := failed_batches(row):  # its outputs lack items: it runs just those batches
+            self._unusable[step.name] = [
+                f"{failed} mini-batch{'es' if failed > 1 else ''} failed in run {origin}"]
+            return False
         self._set(step.name, StepState.CACHED, reason=f"reused from run {origin}", cache_key=key,
                   key_parts=parts, reused_from=origin, outputs=outputs,
                   reasons=[f"reused from run {origin}"])

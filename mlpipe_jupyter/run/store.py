@@ -105,6 +105,13 @@ def _fanout(step: sqlite3.Row) -> dict[str, Any]:
     return {"batches": record["batches"], "failures": record["failures"]}
 
 
+def failed_batches(step: sqlite3.Row) -> int:
+    """How many mini-batches of a fan-out step failed within its --max-failures (0 for any
+    other step): its outputs lack their items, so it is not reused whole."""
+    fanout = _get(step, "fanout")
+    return 0 if fanout is None else json.loads(fanout)["batches"]["failed"]
+
+
 def _setup(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(SCHEMA)
@@ -295,7 +302,7 @@ class RunStore(RunListener):
     def find_reusable(self, step: str, cache_key: str) -> sqlite3.Row | None:
         with self._lock:
             return self._db.execute(
-                "SELECT run_id, reused_from, outputs FROM steps WHERE name=? AND cache_key=? "
+                "SELECT * FROM steps WHERE name=? AND cache_key=? "
                 "AND state IN (?,?) ORDER BY finished DESC LIMIT 1",
                 (step, cache_key, *OK_STATES)).fetchone()
 

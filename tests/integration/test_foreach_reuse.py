@@ -82,3 +82,24 @@ def test_a_rerun_after_the_runner_was_killed_runs_only_unfinished_batches(tmp_pa
     assert result.returncode == 0, result.stdout + result.stderr
     assert ran(_mark) == [3, 4, 5]  # 0, 1 and 2 finished before the kill
     assert "3 of 6 mini-batches reused" in result.stdout
+
+
+def test_a_rerun_after_failures_within_the_threshold_runs_only_the_failed_batches(
+        tmp_path, monkeypatch):
+    _mark = marks(tmp_path, monkeypatch)
+    flaky = SCORE.replace("--workers 2", "--workers 2 --max-failures 1").replace(
+        "sq = ", "if nums[0] == 5 and os.path.exists(os.environ['MARK'] + '/fail'):\n"
+                 "    raise RuntimeError('flaky')\nsq = ")
+    (_mark / "fail").touch()
+    cells = ["%%step make --outputs nums\nnums = list(range(20))", flaky]
+    runner, records = run(tmp_path, cells)
+    assert runner.state == "succeeded" and ran(_mark) == [0, 5, 10, 15]
+    assert value(runner, "score", "sq") == [n * n for n in range(20) if not 5 <= n < 10]
+    (_mark / "fail").unlink()
+    runner, records = run(tmp_path, cells)  # not reused whole: its batch 5-9 is missing
+    assert runner.state == "succeeded" and ran(_mark) == [5]
+    assert value(runner, "score", "sq") == [n * n for n in range(20)]
+    assert records.steps["score"]["reason"].startswith("1 mini-batch failed in run ")
+    assert records.steps["score"]["reason"].endswith("; 3 of 4 mini-batches reused")
+    runner, records = run(tmp_path, cells)  # complete now: reused whole
+    assert records.steps["score"]["state"] == "cached" and ran(_mark) == []
