@@ -64,3 +64,15 @@ def test_the_close_measurements_run():
     assert floor.returncode == 0, floor.stdout[-4000:] + floor.stderr[-4000:]
     assert "2 containers importing ipykernel and sleeping 0 s, network bridge: wall median" \
         in floor.stdout
+
+
+def test_the_foreach_benchmark_runs(tmp_path):
+    """bench/foreach.py at its smallest: every case measured, the target checked."""
+    out = tmp_path / "foreach.json"
+    done = subprocess.run([sys.executable, "bench/foreach.py", "--items", "40", "--batch-size",
+                           "10", "--reps", "1", "--warmup", "0", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    data = json.loads(out.read_text())
+    assert all(v > 0 for v in data["medians"].values()), data["medians"]
+    assert data["target_met"] is not None and "target: fan-out step" in done.stdout
