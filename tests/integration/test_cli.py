@@ -53,6 +53,24 @@ def test_wine_pipeline_end_to_end(examples):
     assert "evaluate" in human.stdout and "succeeded" in human.stdout
 
 
+
+def test_batch_scoring_example_end_to_end(examples):
+    """notebooks/batch_scoring.ipynb: its fan-out step scores every row in 10 mini-batches on
+    two workers; a second run reuses every step."""
+    result = run_cli("run", "batch_scoring.ipynb", "--executor", "local", cwd=examples)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = json.loads(run_cli("runs", "--json", cwd=examples).stdout)[0]
+    score = next(s for s in run["steps"] if s["name"] == "score")
+    assert score["batches"] == {"total": 10, "succeeded": 10, "failed": 0, "cached": 0}
+    assert score["failures"] == []
+    digest = run["steps"][-1]["outputs"]["reports/summary.json"]
+    summary = json.loads((examples / ".mlpipe/artifacts" / digest
+                          / "data/reports/summary.json").read_text())
+    assert summary["rows"] == 20000 and sum(summary["per_class"].values()) == 20000
+    assert summary["mean_confidence"] > 0.8
+    again = run_cli("run", "batch_scoring.ipynb", "--executor", "local", cwd=examples)
+    assert again.returncode == 0 and again.stdout.count("reused from run") >= 4
+
 def test_branching_pipeline_runs_branches_in_parallel(examples):
     result = run_cli("run", "model_comparison.ipynb", "--executor", "local",
                      "--max-parallel", "2", cwd=examples)
