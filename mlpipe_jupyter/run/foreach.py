@@ -62,6 +62,7 @@ class FanOut:
     parts: dict[str, Any]
     workers: int
     setup: str  # the pipeline's setup code, run once by each worker
+    reuse: bool = True  # False (--no-cache): every batch runs, its result replaces the old
     batches: list[Batch] = field(default_factory=list)
     cached: int = 0
     done: int = 0
@@ -79,7 +80,8 @@ class FanOut:
         """Run the batches without a result; gather; the step's record of them."""
         self.executor.prepare(self.job)
         self.batches = self._split()
-        todo = [b for b in self.batches if not self.home.batch(b.key).is_dir()]
+        todo = [b for b in self.batches
+                if not (self.reuse and self.home.batch(b.key).is_dir())]
         self.cached = self.done = len(self.batches) - len(todo)
         for batch in todo:
             self._todo.put(batch)
@@ -224,8 +226,13 @@ class FanOut:
 
     def _keep(self, tmp: Path, batch: Batch) -> None:
         """A finished batch's result, renamed into place: from now on it is reused."""
+        target = self.home.batch(batch.key)
         with contextlib.suppress(OSError):  # another run made the same batch: the same result
-            os.rename(tmp, self.home.batch(batch.key))
+            if not self.reuse and target.is_dir():  # --no-cache: the earlier result goes
+                old = tmp.with_name(tmp.name + "-old")
+                os.rename(target, old)
+                shutil.rmtree(old, ignore_errors=True)
+            os.rename(tmp, target)
         with self._lock:
             self.done += 1
         self._progress()
@@ -305,10 +312,11 @@ def _first(text: str) -> str:
 
 
 def run_foreach(job: StepJob, executor: Executor, home: Home, parts: dict[str, Any],
-                setup: str) -> dict[str, Any]:
-    """Run fan-out step `job.step` (see FanOut); its record: batches and failures."""
+                setup: str, *, reuse: bool = True) -> dict[str, Any]:
+    """Run fan-out step `job.step` (see FanOut); its record: batches and failures. `reuse`
+    False (--no-cache): no earlier batch result is used."""
     if job.cancel.is_set():
         raise Cancelled(f"step `{job.step.name}` was cancelled", step=job.step.name)
     home.batches.joinpath(".tmp").mkdir(parents=True, exist_ok=True)
     workers = job.step.workers or executor.max_parallel
-    return FanOut(job, executor, home, parts, workers, setup).run()
+    return FanOut(job, executor, home, parts, workers, setup, reuse).run()

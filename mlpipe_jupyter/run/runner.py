@@ -294,10 +294,11 @@ class PipelineRunner:
             self.refused = self.refused or why
             self._set(name, StepState.SKIPPED, reason=why)
             return None
-        reasons = (["--no-cache"] if step.no_cache or self.options.no_cache
+        fresh = step.no_cache or self.options.no_cache
+        reasons = (["--no-cache"] if fresh
                    else self._unusable.pop(name, None) or miss_reasons(
                        self.store.last_key_parts(self.notebook, name), parts))
-        return step, key, parts, reasons, digests
+        return step, key, parts, reasons, digests, fresh
 
     def _try_reuse(self, step: StepSpec, parts: dict, key: str) -> bool:
         if step.no_cache or (self.options.no_cache and step.name in self.selected):

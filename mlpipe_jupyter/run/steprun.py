@@ -51,8 +51,9 @@ class StepRunner:
                 job.stop()
 
     def execute(self, step: StepSpec, key: str, parts: dict, reasons: list[str],
-                digests: dict[str, str]) -> None:
-        """Run `step` (its inputs: `digests`, input -> artifact) with its retries."""
+                digests: dict[str, str], fresh: bool = False) -> None:
+        """Run `step` (its inputs: `digests`, input -> artifact) with its retries; `fresh`
+        (--no-cache): a fan-out step reuses none of its earlier mini-batches either."""
         reason = short_reason(reasons)  # what live displays show; the store keeps them all
         files = self.home.step_files(self.run_id, step.name)
         files.dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +75,7 @@ class StepRunner:
                 if attempts > 1:
                     log(f"--- attempt {attempt} of {attempts} ---")
                 try:
-                    outputs = self._attempt(step, files, digests, attempt, log, parts)
+                    outputs = self._attempt(step, files, digests, attempt, log, parts, fresh)
                 except Cancelled as err:
                     self._stopped(step, attempt, err)
                     return
@@ -111,7 +112,7 @@ class StepRunner:
                            attempt=attempt, error=err.to_dict())
 
     def _attempt(self, step: StepSpec, files: StepFiles, digests: dict[str, str], attempt: int,
-                 log: Callable[[str], None], parts: dict) -> dict[str, str]:
+                 log: Callable[[str], None], parts: dict, fresh: bool) -> dict[str, str]:
         for path in (files.work, files.out):
             safefs.remove_tree(path)
         inputs, data = {}, {}
@@ -134,13 +135,13 @@ class StepRunner:
             env={**dict(step.env), "MLPIPE_RUN_ID": self.run_id, "MLPIPE_STEP": step.name,
                  "MLPIPE_ATTEMPT": str(attempt)},
         )
-        self._run(job, parts)
+        self._run(job, parts, fresh)
         published = self.artifacts.publish_step_outputs(step.name, step.outputs, files.work,
                                                         files.out)
         safefs.remove_tree(files.out)
         return published
 
-    def _run(self, job: StepJob, parts: dict) -> None:
+    def _run(self, job: StepJob, parts: dict, fresh: bool) -> None:
         """executor.run(job) (a fan-out step: its batches), stopped when the step's timeout
         expires."""
         timer = None
@@ -158,7 +159,7 @@ class StepRunner:
             if job.step.foreach is None:
                 self.executor.run(job)
             else:
-                record = self._foreach(job, parts)
+                record = self._foreach(job, parts, fresh)
                 with self._lock:
                     self._fanouts[job.step.name] = record
         finally:
@@ -167,11 +168,12 @@ class StepRunner:
             with self._lock:
                 self._jobs.pop(job.step.name, None)
 
-    def _foreach(self, job: StepJob, parts: dict) -> dict:
+    def _foreach(self, job: StepJob, parts: dict, fresh: bool) -> dict:
         from .foreach import run_foreach
 
         try:
-            return run_foreach(job, self.executor, self.home, parts, self.spec.setup)
+            return run_foreach(job, self.executor, self.home, parts, self.spec.setup,
+                               reuse=not fresh)
         except MlpipeError:
             raise
         except Exception as exc:  # a foreign error: one line, as executor.run() gives

@@ -103,3 +103,23 @@ def test_a_rerun_after_failures_within_the_threshold_runs_only_the_failed_batche
     assert records.steps["score"]["reason"].endswith("; 3 of 4 mini-batches reused")
     runner, records = run(tmp_path, cells)  # complete now: reused whole
     assert records.steps["score"]["state"] == "cached" and ran(_mark) == []
+
+
+def test_no_cache_runs_every_batch_again_and_keeps_the_new_results(tmp_path, monkeypatch):
+    _mark = marks(tmp_path, monkeypatch)
+    score = SCORE.replace("sq = [n * n for n in nums]",
+                          "sq = [n * n + len(open(os.environ['MARK'] + '/extra').read()) "
+                          "for n in nums]")
+    cells = ["%%step make --outputs nums\nnums = list(range(10))", score]
+    (_mark / "extra").write_text("")
+    runner, _ = run(tmp_path, cells)
+    assert runner.state == "succeeded" and ran(_mark) == [0, 5]
+    (_mark / "extra").write_text("x")  # a change the key cannot see: what --no-cache is for
+    runner, records = run(tmp_path, cells, no_cache=True)
+    assert runner.state == "succeeded" and ran(_mark) == [0, 5]  # no earlier batch reused
+    assert records.steps["score"]["fanout"]["batches"]["cached"] == 0
+    assert records.steps["score"]["reason"] == "--no-cache"
+    assert value(runner, "score", "sq") == [n * n + 1 for n in range(10)]
+    runner, _ = run(tmp_path, ["%%step make --outputs nums\nnums = list(range(12))", score])
+    assert ran(_mark) == [10]  # the others reused: the results of the --no-cache run
+    assert value(runner, "score", "sq") == [n * n + 1 for n in range(12)]
