@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -468,7 +469,7 @@ def test_gc_removes_containers_of_a_killed_runner_only(notebook_dir, client):
     run_id = container.labels["mlpipe.run"]
     proc.kill()  # SIGKILL: the runner cannot clean up
     proc.wait()
-    assert [c.status for c in containers(client, run_id)] == ["running"]  # left behind
+    assert len(containers(client, run_id)) == 1  # left behind (running, or stopping by itself)
     # the kernel's socket directory is left behind too (an older one of a dead process that had
     # the same pid would be garbage as well)
     sockets = scratch_of(proc.pid, "k")
@@ -484,8 +485,10 @@ def test_gc_removes_containers_of_a_killed_runner_only(notebook_dir, client):
         assert len(containers(client, run_id)) == 1
         result = run_cli("gc", cwd=notebook_dir)
         assert result.returncode == 0, result.stderr
-        assert f"removed {container.name} (run {run_id}, step slow, running: its runner is " \
-               "gone)" in result.stdout
+        # the container may have stopped by itself meanwhile (its kernel lost its runner):
+        # either way it is garbage, removed, and said so with the state it was in
+        assert re.search(rf"removed {container.name} \(run {run_id}, step slow, "
+                         r"(running|exited): its runner is gone\)", result.stdout), result.stdout
         assert containers(client, run_id) == []
         assert [c.id for c in containers(client, "test-live-run")] == [live.id]
         for path in sockets:
