@@ -28,7 +28,7 @@ from .artifacts import ArtifactStore
 from .events import Broadcaster, RunListener
 from .plan import RunOptions, new_run_id, plan_run, refusal
 from .steprun import StepRunner
-from .store import RunStore, failed_batches
+from .store import RunStore, failed_batches, reused_fanout
 from .storecheck import Heartbeat, StoreDamaged, StoreUnwritable, os_error_line
 
 
@@ -316,9 +316,10 @@ class PipelineRunner:
             self._unusable[step.name] = [
                 f"{failed} mini-batch{'es' if failed > 1 else ''} failed in run {origin}"]
             return False
+        fanout = reused_fanout(row)
         self._set(step.name, StepState.CACHED, reason=f"reused from run {origin}", cache_key=key,
                   key_parts=parts, reused_from=origin, outputs=outputs,
-                  reasons=[f"reused from run {origin}"])
+                  reasons=[f"reused from run {origin}"], **({"fanout": fanout} if fanout else {}))
         return True
 
     def _stop_for_fail_fast(self, failed: str, pending: list[str]) -> None:

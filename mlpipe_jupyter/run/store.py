@@ -112,6 +112,16 @@ def failed_batches(step: sqlite3.Row) -> int:
     return 0 if fanout is None else json.loads(fanout)["batches"]["failed"]
 
 
+def reused_fanout(step: sqlite3.Row) -> dict[str, Any] | None:
+    """The fan-out record of a run that reuses `step` whole: every mini-batch reused, none
+    failed (a step with failed batches is never reused whole); None for other steps."""
+    if (fanout := _get(step, "fanout")) is None:
+        return None
+    total = json.loads(fanout)["batches"]["total"]
+    return {"batches": {"total": total, "succeeded": total, "failed": 0, "cached": total},
+            "failures": []}
+
+
 def _setup(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(SCHEMA)

@@ -41,6 +41,21 @@ def test_show_has_the_batches_and_the_failures_of_a_fan_out_step(tmp_path):
     assert "items 15-19: ValueError: bad batch 15 (line 2)" in text
 
 
+def test_a_fan_out_step_reused_whole_shows_its_batches_as_reused(tmp_path):
+    write_notebook(tmp_path / "p.ipynb", ["%load_ext mlpipe_jupyter",
+                                          "%%step make --outputs nums\nnums = list(range(12))",
+                                          SCORE.replace("--max-failures 2", "--max-failures 0")
+                                          .replace("(5, 15)", "(-1,)")])
+    for _ in range(2):
+        result = run_cli("run", "p.ipynb", "--executor", "local", cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+    run_id = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)[0]["id"]
+    score = json.loads(run_cli("show", run_id, "--json", cwd=tmp_path).stdout)["steps"][1]
+    assert score["state"] == "cached"
+    assert score["batches"] == {"total": 3, "succeeded": 3, "failed": 0, "cached": 3}
+    assert score["failures"] == []
+
+
 def test_a_fan_out_step_over_the_threshold_keeps_its_failures(tmp_path):
     write_notebook(tmp_path / "p.ipynb", ["%load_ext mlpipe_jupyter",
                                           "%%step make --outputs nums\nnums = list(range(22))",
