@@ -127,9 +127,10 @@ class Executor(ABC):
     def execute(self, job: StepJob, parameters: dict[str, Any]) -> None:
         """Execute job.notebook into job.output with these papermill parameters."""
 
-    def open_worker(self, job: StepJob, workdir: Path) -> KernelWorker:
-        """A fresh kernel running in `workdir` with the step's environment, for a fan-out step
-        (run/foreach.py), started and connected."""
+    def open_worker(self, job: StepJob, workdir: Path, scratch: Path) -> KernelWorker:
+        """A fresh kernel running in the empty `workdir` with the step's environment and its
+        file inputs, for a fan-out step (run/foreach.py), started and connected; it writes
+        batch results under `scratch` (KernelWorker.scratch)."""
         raise ExecutorError(f"step `{job.step.name}`: the {self.name} executor cannot run "
                             "--foreach steps", step=job.step.name, option="--foreach")
 

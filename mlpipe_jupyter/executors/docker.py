@@ -55,6 +55,7 @@ from .daemon import (
     daemon_down,
     docker_error,
 )
+from .workers import KernelWorker
 
 KERNEL_START_TIMEOUT = 60  # s for a container's kernel to bind its sockets
 EXIT_WAIT = 5  # s a kernel holding file outputs gets to exit (and flush them)
@@ -368,6 +369,12 @@ class DockerExecutor(Executor):
                               (f": {last}" if last else ""), step=name, cause="killed")
         return StepFailed(f"step `{name}`: its container exited with code {code}" +
                           (f": {last}" if last else ""), step=name, cause="exit")
+
+    def open_worker(self, job: StepJob, workdir: Path, scratch: Path) -> KernelWorker:
+        """A worker container for a fan-out step (docker_workers.py)."""
+        from .docker_workers import open_worker
+
+        return open_worker(self, job, workdir, scratch)
 
     def cleanup(self, job: StepJob) -> None:
         job.stop = None

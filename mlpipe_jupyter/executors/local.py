@@ -99,14 +99,18 @@ class LocalExecutor(Executor):
         if job.cancel.is_set():
             raise self.stop_reason(job)
 
-    def open_worker(self, job: StepJob, workdir: Path) -> KernelWorker:
+    def open_worker(self, job: StepJob, workdir: Path, scratch: Path) -> KernelWorker:
+        for rel in job.files:  # what the step reads, shared read-only
+            (workdir / rel.rstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(job.workdir / rel.rstrip("/"), workdir / rel.rstrip("/"))
         pool = self._kernels()
         kernel = pool.request(workdir, {k: str(v) for k, v in job.env.items()})()
         return KernelWorker(
             kernel.km.get_connection_info(), job.log,
             alive=lambda: kernel.process is not None and kernel.process.poll() is None,
             kill=kernel.kill,
-            release=lambda: pool.release(kernel, log_to=job.kernel_log, wait=False)).start()
+            release=lambda: pool.release(kernel, log_to=job.kernel_log, wait=False),
+            scratch=scratch).start()
 
     def cleanup(self, job: StepJob) -> None:
         job.stop = None

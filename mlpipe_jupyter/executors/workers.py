@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from queue import Empty
 from typing import Any
 
@@ -52,6 +53,9 @@ class KernelWorker:
     alive: Callable[[], bool]
     kill: Callable[[], None]  # SIGKILL the kernel; any thread
     release: Callable[[], None]  # stop the kernel gracefully once done
+    scratch: Path  # where this worker's batch results are written before they are kept
+    seen: Callable[[Path], str] = str  # a path under `scratch` as the worker's kernel sees it
+    settle: Callable[[Path], None] = lambda path: None  # a result written, before it is read
     _kc: Any = field(default=None, repr=False)
     _lines: LineBuffer = field(default_factory=LineBuffer, repr=False)
 

@@ -78,7 +78,22 @@ class FanOut:
 
     def run(self) -> dict[str, Any]:
         """Run the batches without a result; gather; the step's record of them."""
-        self.executor.prepare(self.job)
+        try:
+            self.executor.prepare(self.job)
+            self._run_workers()
+        finally:
+            self.executor.cleanup(self.job)  # what prepare() took (mount points, dir fds)
+        stopped = self.executor.stop_reason(self.job)
+        if stopped is not None:
+            raise stopped
+        if self._fatal:
+            raise self._fatal[0]
+        if len(self.failures) > self.step.max_failures:
+            raise self._too_many()
+        self._gather()
+        return self.record()
+
+    def _run_workers(self) -> None:
         self.batches = self._split()
         todo = [b for b in self.batches
                 if not (self.reuse and self.home.batch(b.key).is_dir())]
@@ -95,15 +110,6 @@ class FanOut:
         for thread in threads:
             thread.join()
         self.job.stop = None
-        stopped = self.executor.stop_reason(self.job)
-        if stopped is not None:
-            raise stopped
-        if self._fatal:
-            raise self._fatal[0]
-        if len(self.failures) > self.step.max_failures:
-            raise self._too_many()
-        self._gather()
-        return self.record()
 
     def record(self) -> dict[str, Any]:
         failed = len(self.failures)
@@ -171,10 +177,7 @@ class FanOut:
         workdir = self.home.step_files(self.job.run_id, self.step.name).worker(number)
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
-        for rel in self.job.files:  # what the step reads, shared read-only
-            (workdir / rel.rstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(self.job.workdir / rel.rstrip("/"), workdir / rel.rstrip("/"))
-        worker = self.executor.open_worker(self.job, workdir)
+        worker = self.executor.open_worker(self.job, workdir, self.home.batches / ".tmp")
         with self._lock:
             self._live.add(worker)
         if self._stopping():
@@ -184,7 +187,7 @@ class FanOut:
         prelude = (
             "import mlpipe_jupyter.step.runtime as _mlpipe_runtime\n"
             "import mlpipe_jupyter.step.foreach as _mlpipe_foreach\n"
-            f"globals().update(_mlpipe_foreach.prelude({self.job.io()!r}, "
+            f"globals().update(_mlpipe_foreach.prelude({self.executor.io_for(self.job)!r}, "
             f"{self.job.parameters!r}, {variables!r}, {self.step.foreach!r}))")
         for code, where in ((prelude, "the inputs cell"), (self.setup, "the pipeline setup code")):
             reply = worker.run(code) if code else Reply(True)
@@ -197,13 +200,13 @@ class FanOut:
         step, deadline = self.step, None
         if step.item_timeout is not None:
             deadline = time.monotonic() + step.item_timeout
-        tmp = self.home.batches / ".tmp" / f"{batch.key}-{secrets.token_hex(4)}"
+        tmp = worker.scratch / f"{batch.key}-{secrets.token_hex(4)}"
         requests = (
             f"_mlpipe_foreach.bind(globals(), {step.foreach!r}, {batch.start}, {batch.stop}, "
             f"{list(step.outputs)!r})",
             step.code,
-            f"_mlpipe_foreach.save(globals(), {str(tmp)!r}, {list(step.variable_outputs)!r}, "
-            f"{list(step.file_outputs)!r})")
+            f"_mlpipe_foreach.save(globals(), {worker.seen(tmp)!r}, "
+            f"{list(step.variable_outputs)!r}, {list(step.file_outputs)!r})")
         try:
             for code in requests:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -211,6 +214,7 @@ class FanOut:
                 if not reply.ok:
                     self._fail(batch, reply)
                     return True
+            worker.settle(tmp)
             self._keep(tmp, batch)
         except WorkerTimeout:
             self._fail(batch, Reply(False, "TimeoutError", f"{batch.items} timed out after "
