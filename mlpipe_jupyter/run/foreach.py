@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import safefs
 from ..errors import Cancelled, MlpipeError, StepFailed
 from ..executors import Executor, StepJob
 from ..executors.workers import KernelWorker, Reply, WorkerLost, WorkerTimeout
@@ -216,6 +217,8 @@ class FanOut:
                     return True
             worker.settle(tmp)
             self._keep(tmp, batch)
+        except safefs.Refused as err:  # a link or a device in what the batch left
+            self._fail(batch, Reply(False, "Refused", str(err)))
         except WorkerTimeout:
             self._fail(batch, Reply(False, "TimeoutError", f"{batch.items} timed out after "
                                                             f"{step.item_timeout:g} s"))
@@ -229,14 +232,22 @@ class FanOut:
         return True
 
     def _keep(self, tmp: Path, batch: Batch) -> None:
-        """A finished batch's result, renamed into place: from now on it is reused."""
+        """A finished batch's result, copied out of the worker's reach without following any
+        link the step planted (a symlink is refused), then renamed into place: from now on
+        it is reused."""
         target = self.home.batch(batch.key)
-        with contextlib.suppress(OSError):  # another run made the same batch: the same result
-            if not self.reuse and target.is_dir():  # --no-cache: the earlier result goes
-                old = tmp.with_name(tmp.name + "-old")
-                os.rename(target, old)
-                shutil.rmtree(old, ignore_errors=True)
-            os.rename(tmp, target)
+        staged = self.home.batches / f".kept-{secrets.token_hex(8)}"  # the runner's alone
+        try:
+            safefs.copy_out(tmp.parent, tmp.name, staged, label=f"mini-batch {batch.index}",
+                            shown="", links=False)
+            with contextlib.suppress(OSError):  # another run made the same batch: same result
+                if not self.reuse and target.is_dir():  # --no-cache: the earlier result goes
+                    old = staged.with_name(staged.name + "-old")
+                    os.rename(target, old)
+                    shutil.rmtree(old, ignore_errors=True)
+                os.rename(staged, target)
+        finally:
+            safefs.remove_tree(staged)
         with self._lock:
             self.done += 1
         self._progress()

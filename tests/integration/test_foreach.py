@@ -146,3 +146,23 @@ def test_the_step_record_is_json(tmp_path):
                                      "%%step one --foreach nums --inputs nums --outputs y\n"
                                      "y = nums"])
     assert json.loads(json.dumps(records.steps["one"]["fanout"]))["batches"]["total"] == 1
+
+
+def test_a_link_a_batch_plants_in_its_outputs_is_refused_not_followed(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the host's secret")
+    runner, records = run(tmp_path, [
+        "%%step make --outputs nums\nnums = [1, 2]",
+        "%%step plant --foreach nums --max-failures 1 --inputs nums --outputs out/\nimport os\n"
+        "os.makedirs('out')\n"
+        f"if nums[0] == 2:\n    os.symlink({str(secret)!r}, 'out/leak.txt')\n"
+        "else:\n    open('out/ok.txt', 'w').write('ok')",
+    ])
+    assert runner.state == "succeeded", records.steps
+    (failure,) = records.steps["plant"]["fanout"]["failures"]
+    assert failure["items"] == [1, 1] and failure["ename"] == "Refused"
+    assert "symlink" in failure["evalue"], failure
+    out = runner.artifacts.data_path(runner.outputs["plant"]["out/"])
+    assert sorted(p.name for p in out.iterdir()) == ["ok.txt"]
+    kept = [p for p in (tmp_path / ".mlpipe" / "batches").rglob("*") if p.is_symlink()]
+    assert kept == []  # nothing the step planted is kept for reuse either
