@@ -46,6 +46,8 @@ class StepRecord:
     attempt: int = 1
     reused_from: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    # a fan-out step's failed mini-batches once it ended (run/foreach.py's record()["failures"])
+    failures: list[dict] = field(default_factory=list)
 
     @property
     def progress(self) -> str | None:
@@ -162,7 +164,7 @@ class RunView(RunListener):
     def on_step_state(self, *, step: str, state: str, at: float, reason: str | None = None,
                       error: dict | None = None, attempt: int = 1,
                       reused_from: str | None = None, outputs: dict[str, str] | None = None,
-                      **_: Any) -> None:
+                      fanout: dict | None = None, **_: Any) -> None:
         state = StepState(state)
         with self._lock:
             rec = self._steps.setdefault(step, StepRecord())
@@ -170,6 +172,7 @@ class RunView(RunListener):
             rec.state, rec.since, rec.reason, rec.attempt = state, at, reason, attempt
             if state == StepState.RUNNING:  # a new attempt: no end, no error yet
                 rec.started, rec.finished, rec.error = rec.started or at, None, None
+                rec.failures = []
             if state.is_final:
                 rec.started, rec.finished = rec.started or at, at
             if error:
@@ -178,6 +181,8 @@ class RunView(RunListener):
                 rec.reused_from = reused_from
             if outputs is not None:
                 rec.outputs = dict(outputs)
+            if fanout is not None:
+                rec.failures = [dict(f) for f in fanout.get("failures") or ()]
             watchers = self._watchers
         self._notify(watchers, STATE, step)
 
@@ -238,4 +243,4 @@ class ViewRenderer(RunListener):
 
 
 def _copy(rec: StepRecord) -> StepRecord:
-    return dataclasses.replace(rec, outputs=dict(rec.outputs))
+    return dataclasses.replace(rec, outputs=dict(rec.outputs), failures=list(rec.failures))

@@ -293,7 +293,8 @@ class RunFeed(ViewRenderer):
                 "can_retry": retryable, "steps_dir": self._rel(self.home.run_dir(self.run_id))}
 
     def detail(self, step: str) -> dict[str, Any]:
-        """The panel of one step: state, times, cache reason, error, log tail, notebook link."""
+        """The panel of one step: state, times, cache reason, error, failed mini-batches, log tail,
+        notebook link."""
         rec = self.view.snapshot([step]).steps.get(step)
         if rec is None:
             return {}
@@ -301,6 +302,8 @@ class RunFeed(ViewRenderer):
         out = {"step": step, **_shown(rec),
                "error": dict(rec.error) if rec.error and not rec.state.is_ok else None,
                "log": self.view.log(step, LOG_TAIL), "outputs": rec.outputs}
+        if rec.failures:  # a fan-out step's failed mini-batches: the panel lists them
+            out["failures"] = rec.failures
         # a reused step's notebook and log are those of the run that computed it
         files = self.home.step_files((rec.reused_from if cached else None) or self.run_id, step)
         out["notebook"] = {"href": self._rel(files.output), "path": str(files.output),

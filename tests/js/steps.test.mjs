@@ -185,3 +185,19 @@ test("a fan-out step shows mini-batches and failures, other steps their cells", 
   assert.match(stepSubtitle({ ...running, failed: 1 }, [], 5), /^37\/100 batches · 1 failed · /);
   assert.match(stepSubtitle({ ...running, failed: null }, [], 5), /^37\/100 cells · /);
 });
+
+test("a fan-out step's failed mini-batches as the panel lists them", () => {
+  const { failureRows } = logic;
+  const rows = failureRows([
+    { batch: 1, items: [5, 9], ename: "ValueError", evalue: "bad batch 5\nmore", line: 2,
+      traceback: "-".repeat(75) + "\nValueError: bad batch 5" },
+    { batch: 4, items: [20, 20], ename: "TimeoutError", evalue: "item 20 timed out", line: null,
+      traceback: null },
+  ]);
+  assert.deepEqual(rows, [
+    { batch: 1, items: "5-9", text: "items 5-9: ValueError: bad batch 5 (line 2)",
+      trace: "ValueError: bad batch 5" },
+    { batch: 4, items: "20", text: "item 20: TimeoutError: item 20 timed out", trace: null },
+  ]);
+  assert.deepEqual(failureRows(undefined), []);
+});

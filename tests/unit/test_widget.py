@@ -287,6 +287,36 @@ def test_panel_shows_error_log_cache_reason_and_notebook_link(tmp_path):
     assert widget.detail == {}
 
 
+def test_panel_of_a_fan_out_step_carries_its_failed_mini_batches(tmp_path):
+    widget, runner, _, feed = follow(wine_spec(), tmp_path)
+    ev, t = runner.events, time.time()
+    ev.on_run_started(run_id="r1", notebook="t", params={}, steps=runner.order,
+                      executor="local", started=t)
+    failure = {"batch": 1, "items": [5, 9], "ename": "ValueError", "evalue": "bad batch 5",
+               "line": 2, "traceback": "Traceback\nValueError: bad batch 5"}
+    fanout = {"batches": {"total": 3, "succeeded": 2, "failed": 1, "cached": 0},
+              "failures": [failure]}
+    ev.on_step_state(run_id="r1", step="split", state="running", at=t)
+    ev.on_step_progress(run_id="r1", step="split", done=3, total=3, failed=1)
+    ev.on_step_state(run_id="r1", step="split", state="succeeded", at=t + 1, fanout=fanout)
+    ev.on_step_state(run_id="r1", step="load", state="succeeded", at=t + 1)
+
+    widget.selected = "split"
+    assert widget.detail["failures"] == [failure]
+    widget.selected = "load"  # a step that is not a fan-out one has no such key
+    assert widget.detail["state"] == "succeeded" and "failures" not in widget.detail
+
+    # a new attempt starts with none; the open panel follows
+    widget.selected = "split"
+    ev.on_step_state(run_id="r1", step="split", state="running", at=t + 2, attempt=2)
+    deadline = time.time() + 10
+    while "failures" in widget.detail:
+        assert time.time() < deadline, widget.detail
+        time.sleep(0.02)
+    assert widget.detail["state"] == "running"
+    ev.on_run_finished(run_id="r1", state="failed", at=t + 3)
+
+
 def test_cancel_button_does_not_block_the_comm_thread(tmp_path):
     widget, runner, handle, _ = follow(wine_spec(), tmp_path)
     runner.events.on_run_started(run_id="r1", notebook="t", params={}, steps=runner.order,

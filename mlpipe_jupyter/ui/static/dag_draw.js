@@ -1,5 +1,5 @@
 // The mlpipe DAG widget, part 2 of 3: DOM helpers and the builders of a view's parts (shell,
-// graph, edges, nodes, the panel's error, log and links). Joined by widget.py after
+// graph, edges, nodes, the panel's error, failures, log and links). Joined by widget.py after
 // dag_logic.js, whose names (STATE, clip, edgePath, errorSummary, documentUrls, ...) it uses,
 // and before dag_widget.js, which calls these builders. Loading it touches no `document`.
 
@@ -134,6 +134,24 @@ function drawError(panel, error, traceOpen, onToggle) {
     det.addEventListener("toggle", () => onToggle(det.open));
     el("summary", { text: "Traceback" }, det);
     el("pre", { class: "mp-trace", text: trace }, det);
+  }
+}
+
+// the panel's failed mini-batches of a fan-out step (failureRows); `open` holds the batches
+// whose traceback the user opened, kept across redraws
+function drawFailures(panel, rows, open) {
+  el("div", { class: "mp-section", text: "Failures" }, panel);
+  const list = el("div", { class: "mp-failures" }, panel);
+  for (const row of rows) {
+    const item = el("div", { class: "mp-failure", "data-batch": row.batch, "data-items": row.items }, list);
+    if (row.trace === null) {
+      el("div", { class: "mp-failure-head", text: row.text }, item);
+      continue;
+    }
+    const det = el("details", { open: open.has(row.batch) }, item);
+    det.addEventListener("toggle", () => (det.open ? open.add(row.batch) : open.delete(row.batch)));
+    el("summary", { class: "mp-failure-head", text: row.text }, det);
+    el("pre", { class: "mp-trace", text: row.trace }, det);
   }
 }
 

@@ -201,6 +201,22 @@ export function errorSummary(error) {
   };
 }
 
+// a fan-out step's failed mini-batches (run/foreach.py's record) as the panel lists them, one
+// row each: `items 5-9: ValueError: bad batch 5 (line 2)` and its traceback (null: none)
+export function failureRows(failures) {
+  return (failures || []).map((f) => {
+    const [first, last] = f.items;
+    const items = first === last ? `item ${first}` : `items ${first}-${last}`;
+    const line = f.line ? ` (line ${f.line})` : "";
+    return {
+      batch: f.batch,
+      items: first === last ? String(first) : `${first}-${last}`,
+      text: `${items}: ${f.ename}: ${(f.evalue || "").split("\n")[0]}${line}`,
+      trace: f.traceback ? f.traceback.replace(/^-{20,}\n/, "") : null,
+    };
+  });
+}
+
 export function logSection(d) {
   const lines = d.log || [];
   const quiet = isFinal(d.state) ? "(the step printed nothing)" : "(no output yet)";

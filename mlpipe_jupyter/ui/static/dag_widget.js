@@ -23,6 +23,7 @@ class DagView {
     this.nodes = new Map(); // step -> drawNode's entry, with the state it shows
     this.edges = []; // drawEdge's entries
     this.traceOpen = false; // the panel is redrawn as logs arrive: keep what the user opened
+    this.failuresOpen = new Set(); // the failed mini-batches whose traceback is open
     this.panelClock = null; // the panel's duration of a running step, ticked with the nodes
     this.log = null; // the panel's log as last drawn: where its reader was when it is redrawn
   }
@@ -173,6 +174,7 @@ class DagView {
       }
     }
     if (d.error) drawError(panel, d.error, this.traceOpen, (open) => { this.traceOpen = open; });
+    if (d.failures) drawFailures(panel, failureRows(d.failures), this.failuresOpen);
     const { title, text } = logSection(d);
     el("div", { class: "mp-section", text: title }, panel);
     // stay at the newest line, unless the user scrolled up to read
@@ -220,7 +222,7 @@ class DagView {
       },
       "change:run": () => { this.syncClock((model.get("run") || {}).now); this.updateHeader(); },
       "change:detail": () => this.renderPanel(),
-      "change:selected": () => { this.traceOpen = false; this.markSelected(); this.renderPanel(); },
+      "change:selected": () => { this.traceOpen = false; this.failuresOpen.clear(); this.markSelected(); this.renderPanel(); },
       "change:message": () => this.updateMessage(),
     };
     for (const [ev, fn] of Object.entries(handlers)) model.on(ev, fn);
