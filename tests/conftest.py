@@ -187,6 +187,25 @@ def kernel(tmp_path_factory) -> Iterator[Kernel]:
         yield k
 
 
+@pytest.fixture(scope="session")
+def client():
+    """A docker client of the real engine the Docker tests need, with the base image there:
+    a test that has neither fails saying how to get them (never skips)."""
+    from mlpipe_jupyter.executors.docker import DockerExecutor, connect
+
+    why = DockerExecutor.available()
+    if why is not None:
+        pytest.fail(f"the Docker tests need a real engine and none answers: {why}. Run "
+                    "`bash scripts/setup-docker.sh` (as `make test` and .ci/run do).",
+                    pytrace=False)
+    c = connect()
+    if not c.images.list(name=BASE_IMAGE):
+        pytest.fail(f"base image {BASE_IMAGE} is missing: run `bash scripts/setup-docker.sh`",
+                    pytrace=False)
+    yield c
+    c.close()
+
+
 @contextlib.contextmanager
 def registered(cls: type[Executor]) -> Iterator[str]:
     """`cls` is the executor named `cls.name` inside the block, and no longer after it."""

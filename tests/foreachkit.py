@@ -31,12 +31,13 @@ class Records(RunListener):
         self.progress.append((step, done, total))
 
 
-def run(directory: Path, cells: list[str], **options) -> tuple[PipelineRunner, Records]:
+def run(directory: Path, cells: list[str], executor: str = "local",
+        **options) -> tuple[PipelineRunner, Records]:
     notebook = write_notebook(directory / "p.ipynb", ["%load_ext mlpipe_jupyter", *cells])
     records = Records()
     runner = PipelineRunner(read_pipeline(notebook), notebook=str(notebook),
                             base_dir=directory, listeners=[records],
-                            options=RunOptions(executor="local", **options))
+                            options=RunOptions(executor=executor, **options))
     runner.run()
     return runner, records
 

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -217,14 +218,15 @@ class RunView(RunListener):
                 self.unwatch(watcher)
 
 
-class ViewRenderer(RunListener):
+class ViewRenderer(RunListener, ABC):
     """A display drawn from a RunView (`self.view`, which it watches with `changed`). Events
     given to the display itself go to its view: a display can be fed by a runner or a replay."""
 
     view: RunView
 
+    @abstractmethod
     def changed(self, what: str, step: str) -> None:
-        raise NotImplementedError
+        """Draw what changed: `what` is RUN, STATE, PROGRESS or LOG; `step` the step it is of."""
 
     def on_run_started(self, **kw: Any) -> None:
         self.view.on_run_started(**kw)

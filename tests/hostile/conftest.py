@@ -18,24 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from mlpipe_jupyter.executors.docker import DockerExecutor, connect
 from mlpipe_jupyter.model.notebook import read_pipeline
 from mlpipe_jupyter.run.runner import PipelineRunner, RunOptions
 from mlpipe_jupyter.run.store import RunStore
 from tests.conftest import wait_for, write_notebook
 
 EXECUTORS = pytest.mark.parametrize("executor", ["docker", "local"])
-
-
-@pytest.fixture(scope="session")
-def client():
-    why = DockerExecutor.available()
-    if why is not None:
-        pytest.fail(f"the hostile docker tests need a real engine and none answers: {why}. Run "
-                    "`bash scripts/setup-docker.sh`.", pytrace=False)
-    c = connect()
-    yield c
-    c.close()
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from mlpipe_jupyter.executors.containers import owner_label
-from mlpipe_jupyter.executors.docker import DockerExecutor, connect
 from mlpipe_jupyter.model.notebook import read_pipeline
 from mlpipe_jupyter.run.events import RunListener
 from mlpipe_jupyter.run.runner import PipelineRunner, RunOptions
@@ -39,21 +38,6 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture(scope="session")
-def client():
-    why = DockerExecutor.available()
-    if why is not None:
-        pytest.fail(f"the Docker tests need a real engine and none answers: {why}. Run "
-                    "`bash scripts/setup-docker.sh` (as `make test` and .ci/run do).",
-                    pytrace=False)
-    c = connect()
-    if not c.images.list(name=BASE_IMAGE):
-        pytest.fail(f"base image {BASE_IMAGE} is missing: run `bash scripts/setup-docker.sh`",
-                    pytrace=False)
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope="session")

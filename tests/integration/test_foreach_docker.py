@@ -9,12 +9,8 @@ import os
 
 import pytest
 
-from mlpipe_jupyter.executors.docker import DockerExecutor, connect
-from mlpipe_jupyter.model.notebook import read_pipeline
-from mlpipe_jupyter.run.plan import RunOptions
-from mlpipe_jupyter.run.runner import PipelineRunner
-from tests.conftest import BASE_IMAGE, write_notebook
-from tests.foreachkit import Records, value
+from tests.foreachkit import run as run_on
+from tests.foreachkit import value
 
 pytestmark = pytest.mark.docker
 
@@ -25,28 +21,8 @@ CELLS = ["%%step make --outputs nums\nnums = list(range(10))",
          "%%pipeline_params\nfactor = 3", SCORE]
 
 
-@pytest.fixture(scope="module")
-def client():
-    why = DockerExecutor.available()
-    if why is not None:
-        pytest.fail(f"the Docker tests need a real engine and none answers: {why}",
-                    pytrace=False)
-    c = connect()
-    if not c.images.list(name=BASE_IMAGE):
-        pytest.fail(f"base image {BASE_IMAGE} is missing: run `bash scripts/setup-docker.sh`",
-                    pytrace=False)
-    yield c
-    c.close()
-
-
 def run(directory, cells, executor="docker", **options):
-    notebook = write_notebook(directory / "p.ipynb", ["%load_ext mlpipe_jupyter", *cells])
-    records = Records()
-    runner = PipelineRunner(read_pipeline(notebook), notebook=str(notebook),
-                            base_dir=directory, listeners=[records],
-                            options=RunOptions(executor=executor, **options))
-    runner.run()
-    return runner, records
+    return run_on(directory, cells, executor, **options)
 
 
 def left(client, runner) -> list:
